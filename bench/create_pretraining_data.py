@@ -1,0 +1,133 @@
+"""Benchmark of stage 4 (create_pretraining_data): throughput, memory, scaling.
+
+  .venv/bin/python bench/create_pretraining_data.py [--work_dir /tmp/bench_cpd]
+
+On the real sample dump (../shared/data) at 1x and at 10x its size (ten copies of
+every document under distinct page ids, pushed through the real extract -> shard
+stages, so shards are 10x larger), with --max_seq_length 128
+--max_predictions_per_seq 20 --dupe_factor 5:
+- instances/s and MB of text/s per core (one worker, tokenizer threads off, CPU
+  time of the process from wait4),
+- peak RSS of the process (ru_maxrss),
+- wall time with 1 and 2 worker processes on the 10x corpus (speedup).
+Writes bench/results/create_pretraining_data.json; nothing here is typed by hand
+except the reference figures quoted from the issue, labelled as such.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from pipeline import stage  # noqa: E402  pylint: disable=wrong-import-position
+
+SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
+PY = sys.executable
+RECORD_FLAGS = ["--max_seq_length=128", "--max_predictions_per_seq=20", "--dupe_factor=5"]
+# Quoted from the issue (google-research/bert's script on this machine), not measured here.
+REFERENCE = {"instances_per_second_per_core": 2700, "peak_rss_mb_1x": 545,
+             "note": "google-research/bert create_pretraining_data.py, figures from the issue"}
+
+
+def run(tool, *args, env=None):
+  """Runs a tool; returns (wall s, cpu s, peak RSS MB) of that process alone."""
+  cmd = [PY, os.path.join(ROOT, "tools", tool + ".py"), *args]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+  start = time.monotonic()
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  _, status, usage = os.wait4(proc.pid, 0)
+  wall = time.monotonic() - start
+  err = proc.stderr.read().decode()
+  if os.waitstatus_to_exitcode(status) != 0:
+    raise RuntimeError(f"{tool} failed:\n{err[-2000:]}")
+  return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+
+
+def multiply_corpus(src_extract, dst_extract, copies):
+  """A completed extract_wiki output with `copies` copies of every document."""
+  src = stage.read_input(src_extract, "extract_wiki")
+  out = stage.StageOutput(dst_extract, "extract_wiki", {"copies_of": src["_sha256"],
+                                                       "copies": copies}, src["_sha256"])
+  if out.prepare():
+    return
+  names = []
+  for entry in src["files"]:
+    with open(os.path.join(src_extract, entry["name"]), encoding="utf-8") as f:
+      docs = [json.loads(line) for line in f]
+    with out.writing(entry["name"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
+      for c in range(copies):
+        for doc in docs:
+          f.write(json.dumps(dict(doc, id=str(int(doc["id"]) + c * 10**8)), ensure_ascii=False) + "\n")
+    names.append(entry["name"])
+  n = src["counts"]["documents"] * copies
+  out.finalize(names, {"documents": n, "pages_read": n}, {"documents": n})
+
+
+def prepare(work):
+  """Extract + shard the sample at 1x and 10x, and learn a 30,522-entry vocab."""
+  d = {k: os.path.join(work, k) for k in ("extract", "extract10", "shards1", "shards10")}
+  d["vocab"] = os.path.join(work, "vocab", "vocab.txt")
+  run("extract_wiki", f"--input={SAMPLE}", f"--output_dir={d['extract']}")
+  multiply_corpus(d["extract"], d["extract10"], 10)
+  for src, dst in (("extract", "shards1"), ("extract10", "shards10")):
+    run("shard_text", f"--input_dir={d[src]}", f"--output_dir={d[dst]}", "--num_shards=8",
+        "--eval_fraction=0")
+  run("build_vocab", f"--input_dir={d['shards1']}", f"--output_file={d['vocab']}",
+      "--vocab_size=30522")
+  return d
+
+
+def measure(d, shards, out, workers):
+  shutil.rmtree(out, ignore_errors=True)
+  wall, cpu, rss = run("create_pretraining_data", f"--input_dir={d[shards]}",
+                       f"--output_dir={out}", f"--vocab_file={d['vocab']}",
+                       f"--num_workers={workers}", *RECORD_FLAGS,
+                       env={"TOKENIZERS_PARALLELISM": "false"})
+  with open(os.path.join(out, "stats.json")) as f:
+    stats = json.load(f)
+  return {"workers": workers, "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+          "peak_rss_mb": round(rss, 1), "instances": stats["instances"],
+          "text_mb": round(stats["text_bytes"] / 1e6, 3),
+          "stage_seconds": stats["seconds"]}
+
+
+def per_core(m):
+  return {"instances_per_second_per_core": round(m["instances"] / m["cpu_seconds"], 1),
+          "text_mb_per_second_per_core": round(m["text_mb"] / m["cpu_seconds"], 3)}
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--work_dir", default="/tmp/bench_create_pretraining_data")
+  parser.add_argument("--output", default=os.path.join(ROOT, "bench", "results",
+                                                       "create_pretraining_data.json"))
+  args = parser.parse_args()
+  if not os.path.exists(SAMPLE):
+    sys.exit(f"error: {SAMPLE}: sample dump not found (see ../shared/data/README.md)")
+  d = prepare(args.work_dir)
+  one = measure(d, "shards1", os.path.join(args.work_dir, "r1"), 1)
+  ten = measure(d, "shards10", os.path.join(args.work_dir, "r10"), 1)
+  ten2 = measure(d, "shards10", os.path.join(args.work_dir, "r10w2"), 2)
+  result = {
+      "flags": RECORD_FLAGS, "cpu_count": os.cpu_count(),
+      "x1": dict(one, **per_core(one)), "x10": dict(ten, **per_core(ten)),
+      "x10_two_workers": ten2,
+      "speedup_two_workers": round(ten["wall_seconds"] / ten2["wall_seconds"], 2),
+      "rss_ratio_10x_over_1x": round(ten["peak_rss_mb"] / one["peak_rss_mb"], 2),
+      "throughput_vs_reference": round(per_core(one)["instances_per_second_per_core"]
+                                       / REFERENCE["instances_per_second_per_core"], 1),
+      "reference": REFERENCE,
+  }
+  os.makedirs(os.path.dirname(args.output), exist_ok=True)
+  stage.atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
+  print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,1 @@
+"""Corpus stages: Wikipedia dump -> documents -> sentence shards -> vocab -> TFRecords."""

@@ -1,0 +1,148 @@
+"""Text shard -> BERT pretraining TFRecords, streaming in bounded memory.
+
+Memory holds one shard's token ids (int32, ~4 bytes per token) plus one block of
+instances; records are written block by block, never accumulated, so memory is
+set by the shard size, not the corpus size.
+"""
+
+import numpy as np
+
+from pipeline import instances as inst
+from pipeline import schema
+from pipeline import tfrecord
+from pipeline.errors import InputError
+
+TOKENIZE_BATCH = 8192  # sentences per call into the Rust tokenizer
+
+
+def _decode_line(raw, path, lineno):
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise InputError(path, f"line {lineno}: invalid UTF-8 ({e.reason} at byte "
+                     f"{e.start} of the line)") from None
+
+
+def read_docs_index(docs_path):
+  """[(page_id, revid, num_sentences)] from a shard's .docs.tsv sidecar."""
+  rows = []
+  with open(docs_path, "rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      parts = _decode_line(raw, docs_path, lineno).rstrip("\n").split("\t")
+      try:
+        rows.append((int(parts[0]), int(parts[1]), int(parts[2])))
+      except (IndexError, ValueError):
+        raise InputError(docs_path, f"line {lineno}: expected 'page_id<TAB>revid<TAB>"
+                         f"num_sentences'") from None
+  return rows
+
+
+def iter_documents(text_path, docs_path):
+  """Yields (page_id, revid, [sentence, ...]) from a text shard in BERT's format
+  (one sentence per line, a blank line after each document)."""
+  index = read_docs_index(docs_path)
+  with open(text_path, "rb") as f:
+    lineno = 0
+    for page_id, revid, n in index:
+      sentences = []
+      for _ in range(n):
+        lineno += 1
+        sentences.append(_decode_line(f.readline(), text_path, lineno).rstrip("\n"))
+      lineno += 1
+      if f.readline() not in (b"\n", b"\r\n"):
+        raise InputError(text_path, f"line {lineno}: expected the blank line ending "
+                         f"document {page_id} (shard and its .docs.tsv disagree)")
+      yield page_id, revid, sentences
+    if f.readline():
+      raise InputError(text_path, f"line {lineno + 1}: text after the last document "
+                       "listed in the .docs.tsv sidecar")
+
+
+def tokenize_shard(text_path, docs_path, tokenizer):
+  """Tokenizes a shard into flat arrays (ShardTokens); drops sentences that
+  tokenize to nothing and documents left empty, as BERT does."""
+  pieces, sent_starts, doc_sents, page_ids = [], [0], [0], []
+  pending, owners = [], []
+
+  def flush():
+    for doc_idx, ids in zip(owners, tokenizer.encode_batch(pending)):
+      if len(ids):
+        pieces.append(ids)
+        sent_starts.append(sent_starts[-1] + len(ids))
+        doc_of_sentence.append(doc_idx)
+    pending.clear()
+    owners.clear()
+
+  doc_of_sentence, all_pages = [], []
+  for page_id, _, sentences in iter_documents(text_path, docs_path):
+    all_pages.append(page_id)
+    pending.extend(sentences)
+    owners.extend([len(all_pages) - 1] * len(sentences))
+    if len(pending) >= TOKENIZE_BATCH:
+      flush()
+  flush()
+  counts = np.bincount(np.asarray(doc_of_sentence, np.int64), minlength=len(all_pages))
+  for d in np.flatnonzero(counts):  # documents with at least one sentence left
+    page_ids.append(all_pages[d])
+    doc_sents.append(doc_sents[-1] + int(counts[d]))
+  tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+  return inst.ShardTokens(tokens.astype(np.int32), sent_starts, doc_sents, page_ids)
+
+
+def plan_shard(shard, cfg, ring):
+  """Yields (plans [n, 5], seeds [n], ordinals [n]) one document pass at a time."""
+  for dupe in range(cfg.dupe_factor):
+    for doc in range(shard.num_docs):
+      seed, rows = inst.plan_document(shard, doc, dupe, cfg, ring)
+      if rows:
+        yield rows, seed
+
+
+def write_shard_records(shard, out_path, cfg, special, block_size=8192, num_examples=0):
+  """Writes all instances of a tokenized shard; returns (stats, examples).
+
+  Instances are produced in blocks of about `block_size`, shuffled within the
+  block (deterministically), encoded and written, so memory stays bounded.
+  """
+  ring = inst.PartnerRing(shard.page_ids, cfg.random_seed)
+  dtypes = {f.name: f.dtype for f in schema.PRETRAINING_FEATURES}
+  stats = {"instances": 0, "random_next": 0, "masked_tokens": 0, "tokens": 0}
+  examples, rows, seeds, ordinals, block_no = [], [], [], [], 0
+  with tfrecord.TFRecordWriter(out_path) as writer:
+    def emit():
+      nonlocal block_no
+      plans = np.asarray(rows, np.int64)
+      feats = inst.make_features(shard, plans, seeds, ordinals, cfg, special)
+      order = np.random.default_rng(
+          inst.stable_hash64(cfg.random_seed, "shuffle", shard.page_ids[0], block_no)
+      ).permutation(len(plans))
+      feats = {k: v[order] for k, v in feats.items()}
+      writer.write_batch(*tfrecord.encode_examples(feats, dtypes))
+      _accumulate(stats, feats)
+      examples.extend(_first_rows(feats, num_examples - len(examples)))
+      rows.clear(), seeds.clear(), ordinals.clear()
+      block_no += 1
+
+    for doc_rows, seed in plan_shard(shard, cfg, ring):
+      rows.extend(doc_rows)
+      seeds.extend([seed] * len(doc_rows))
+      ordinals.extend(range(len(doc_rows)))
+      if len(rows) >= block_size:
+        emit()
+    if rows:
+      emit()
+  return stats, examples
+
+
+def _accumulate(stats, feats):
+  stats["instances"] += int(feats["input_ids"].shape[0])
+  stats["random_next"] += int(feats["next_sentence_labels"].sum())
+  stats["masked_tokens"] += int(feats["masked_lm_weights"].sum())
+  stats["tokens"] += int(feats["input_mask"].sum())
+
+
+def _first_rows(feats, n):
+  if n <= 0:
+    return []
+  return [{k: v[i].tolist() for k, v in feats.items()}
+          for i in range(min(n, feats["input_ids"].shape[0]))]

@@ -1,0 +1,103 @@
+"""Stage 1: MediaWiki XML dumps (.xml.bz2 / .xml) -> clean documents as JSONL.
+
+  python tools/extract_wiki.py --input=enwiki-pages-articles1.xml.bz2,... \
+      --output_dir=out/extract
+"""
+
+import hashlib
+import json
+import multiprocessing
+import os
+
+import _bootstrap  # noqa: F401  pylint: disable=unused-import
+from absl import flags
+
+from pipeline import cli, extract, stage
+from pipeline.errors import InputError
+from pipeline.progress import Progress
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("input", None, "Dump files (.xml.bz2 or .xml), comma-separated.",
+                  required=True)
+flags.DEFINE_string("output_dir", None, "Where the documents go.", required=True)
+flags.DEFINE_integer("min_article_chars", 200,
+                     "Drop articles whose clean text is shorter than this.", lower_bound=0)
+flags.DEFINE_integer("pages_per_file", 5000, "Dump pages per output JSONL file.",
+                     lower_bound=1)
+flags.DEFINE_integer("num_workers", os.cpu_count(), "Cleaning processes.", lower_bound=1)
+flags.DEFINE_bool("overwrite", False, "Replace an existing output made with other flags.")
+
+_SUFFIXES = (".xml", ".xml.bz2", ".bz2")
+
+
+def _check_inputs(paths):
+  for path in paths:
+    if not os.path.isfile(path):
+      raise InputError(path, "no such dump file")
+    if not path.endswith(_SUFFIXES):
+      raise InputError(path, "expected a MediaWiki dump ending in .xml or .xml.bz2")
+  if len(set(map(os.path.basename, paths))) != len(paths):
+    raise InputError(",".join(paths), "two inputs share a file name")
+
+
+def _extract_input(index, path, out, pool, progress):
+  """Cleans the unpublished chunks of one dump; returns its per-chunk stats."""
+  per_chunk, pending = [], None
+
+  def finish(item):
+    name, result = item
+    per_chunk.append(extract.write_chunk(out, name, result.get()))
+    progress.update(per_chunk[-1]["pages_read"])
+
+  for chunk, pages in extract.iter_chunks(path, FLAGS.pages_per_file):
+    name = extract.chunk_name(index, chunk)
+    if out.done(name):
+      per_chunk.append(out.read_part(name))
+      progress.update(len(pages))
+      continue
+    started = (name, extract.clean_chunk(pages, FLAGS.min_article_chars, pool))
+    if pending:
+      finish(pending)  # write chunk c-1 while chunk c is being cleaned
+    pending = started
+  if pending:
+    finish(pending)
+  if not per_chunk:
+    raise InputError(path, "the dump contains no <page> elements")
+  return per_chunk
+
+
+def main(argv):
+  del argv
+  _check_inputs(FLAGS.input)
+  prints = [extract.dump_fingerprint(p) for p in FLAGS.input]
+  input_hash = hashlib.sha256(json.dumps(prints).encode()).hexdigest()
+  cfg = {"inputs": [os.path.basename(p) for p in FLAGS.input],
+         "min_article_chars": FLAGS.min_article_chars,
+         "pages_per_file": FLAGS.pages_per_file}
+  out = stage.StageOutput(FLAGS.output_dir, "extract_wiki", cfg, input_hash,
+                          overwrite=FLAGS.overwrite)
+  if out.prepare():
+    print(f"extract_wiki: {FLAGS.output_dir} is up to date (nothing to do)")
+    return
+  progress = Progress("extract_wiki", unit="pages")
+  per_chunk, files = [], []
+  with multiprocessing.get_context("spawn").Pool(FLAGS.num_workers) as pool:
+    for i, path in enumerate(FLAGS.input):
+      chunks = _extract_input(i, path, out, pool, progress)
+      per_chunk += chunks
+      files += [extract.chunk_name(i, c) for c in range(len(chunks))]
+  totals = extract.total_stats(per_chunk)
+  if totals["documents"] == 0:
+    raise InputError(",".join(FLAGS.input), "no article survived extraction "
+                     f"(pages read: {totals['pages_read']})")
+  stats = dict(totals, seconds=round(progress.elapsed(), 2),
+               pages_per_second=round(totals["pages_read"] / max(progress.elapsed(), 1e-9), 1))
+  out.finalize(files, {"documents": totals["documents"], "pages_read": totals["pages_read"]},
+               stats, extra={"input": {"manifest_sha256": input_hash, "dumps": prints}})
+  dropped = ", ".join(f"{v} {k[8:]}" for k, v in totals.items() if k.startswith("dropped_") and v)
+  print(f"extract_wiki: {totals['pages_read']} pages read, {totals['documents']} documents "
+        f"kept (dropped: {dropped or 'none'}) in {progress.elapsed():.1f}s -> {out.dir}")
+
+
+if __name__ == "__main__":
+  cli.run(main)
