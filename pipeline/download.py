@@ -65,6 +65,8 @@ def download(url, dest, size=None, sha1=None, retries=4, backoff=1.0, timeout=60
     except (urllib.error.URLError, OSError, TimeoutError) as e:
       if isinstance(e, urllib.error.HTTPError) and e.code == 416 and size is not None:
         break  # the partial file is already complete
+      if isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500 and e.code not in (408, 429):
+        raise InputError(url, f"HTTP {e.code} {e.reason}") from None  # retrying won't help
       if attempt == retries:
         raise InputError(url, f"download failed after {retries + 1} attempts: {e}") from None
       time.sleep(backoff * 2**attempt)

@@ -12,7 +12,7 @@ What differs is how it is computed:
   token array, so an instance is four integers; building the id matrix and the
   masking are vectorised over thousands of instances with numpy.
 - Randomness is derived, never shared: the plan of a document comes from a
-  `random.Random` seeded by (random_seed, page id, dupe), masking from a counter-
+  counter-based generator seeded by (random_seed, page id, dupe), masking from a counter-
   based hash of (that seed, instance number, position). Output bytes therefore do
   not depend on process count or on other documents' order.
 - The random-next partner is found by consistent hashing of page ids on a ring, so
@@ -23,7 +23,6 @@ What differs is how it is computed:
 import bisect
 import dataclasses
 import hashlib
-import random
 
 import numpy as np
 
@@ -88,6 +87,11 @@ def stable_hash64(*parts):
   return int.from_bytes(digest, "little")
 
 
+def stable_mix(seed, n):
+  """A 64-bit seed for sub-stream n of `seed` (one splitmix64 step)."""
+  return HashRandom(seed ^ ((n * 0xD1B54A32D192ED03) & _M64)).bits64()
+
+
 def _splitmix64(x):
   """Counter-based mixing of uint64 arrays (wrapping arithmetic is intended)."""
   with np.errstate(over="ignore"):
@@ -106,6 +110,44 @@ def uniforms(keys, stream, width):
   return (_splitmix64(ctr) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+_M64 = (1 << 64) - 1
+
+
+class HashRandom:
+  """A tiny counter-based generator (splitmix64 over a 64-bit state).
+
+  Seeding is free, unlike random.Random whose seeding costs microseconds; the
+  planner seeds one per document pass and one per instance.
+  """
+
+  __slots__ = ("_state",)
+
+  def __init__(self, seed):
+    self._state = seed & _M64
+
+  def bits64(self):
+    self._state = z = (self._state + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+  def random(self):
+    return (self.bits64() >> 11) * (1.0 / (1 << 53))
+
+  def randint(self, lo, hi):
+    """Uniform integer in [lo, hi] (modulo bias below 2**-40 for our ranges)."""
+    return lo + self.bits64() % (hi - lo + 1)
+
+  def coin_flips(self, k):
+    """How many of k fair coin flips come up heads."""
+    heads = 0
+    while k > 0:
+      take = min(k, 64)
+      heads += (self.bits64() >> (64 - take)).bit_count()
+      k -= take
+    return heads
+
+
 class PartnerRing:
   """Consistent-hashing ring over a shard's documents for random-next picks."""
 
@@ -118,7 +160,7 @@ class PartnerRing:
   def pick(self, rnd, self_doc):
     """A document other than self_doc (itself only when it is alone)."""
     n = len(self._docs)
-    i = bisect.bisect_left(self._keys, rnd.getrandbits(64)) % n
+    i = bisect.bisect_left(self._keys, rnd.bits64()) % n
     if self._docs[i] == self_doc and n > 1:
       i = (i + 1) % n
     return self._docs[i]
@@ -150,7 +192,7 @@ def _trim(lo, hi, k, rnd):
   """Removes k tokens, each from the front or the back with probability 1/2."""
   if k == 0:
     return lo, hi
-  front = bin(rnd.getrandbits(k)).count("1")
+  front = rnd.coin_flips(k)
   return lo + front, hi - (k - front)
 
 
@@ -166,7 +208,7 @@ def plan_document(shard, doc, dupe, cfg, ring):
   depend on the partner's length) from a stream of the instance's own.
   """
   seed = stable_hash64(cfg.random_seed, shard.page_ids[doc], dupe)
-  rnd = random.Random(seed)
+  rnd = HashRandom(seed)
   starts, rows = shard.sent_starts, []
   max_tokens = cfg.max_seq_length - 3  # [CLS] A [SEP] B [SEP]
   target = max_tokens
@@ -179,7 +221,7 @@ def plan_document(shard, doc, dupe, cfg, ring):
       n_chunk = i - chunk_start + 1
       a_end = chunk_start + (rnd.randint(1, n_chunk - 1) if n_chunk >= 2 else 1)
       a_lo, a_hi = starts[chunk_start], starts[a_end]
-      own = random.Random(seed ^ (len(rows) + 1) * 0x9E3779B97F4A7C15)
+      own = HashRandom(stable_mix(seed, len(rows) + 1))
       if n_chunk == 1 or rnd.random() < 0.5:
         b_lo, b_hi = _random_next(shard, doc, target - (a_hi - a_lo), own, ring)
         i -= n_chunk - (a_end - chunk_start)  # unused sentences start the next chunk
@@ -205,19 +247,23 @@ def _random_next(shard, doc, target_b, rnd, ring):
 
 
 def build_inputs(tokens, plans, cfg, special):
-  """input_ids / input_mask / segment_ids [N, S] from plans [N, 5] (int64)."""
+  """input_ids / input_mask / segment_ids [N, S] int32 from plans [N, 5], and the
+  masking candidates (bool [N, S]: every A or B token, never [CLS]/[SEP]/pad)."""
   a_lo, a_hi, b_lo, b_hi = (plans[:, k:k + 1] for k in range(4))
   la, lb = a_hi - a_lo, b_hi - b_lo
+  n_tok = la + lb + 3
   col = np.arange(cfg.max_seq_length)[None, :]
-  in_a = (col >= 1) & (col <= la)
-  in_b = (col >= la + 2) & (col < la + 2 + lb)
-  src = np.where(in_a, a_lo + col - 1, np.where(in_b, b_lo + col - la - 2, 0))
-  ids = np.where(in_a | in_b, tokens[src], 0)
-  ids = np.where(col == 0, special.cls, ids)
-  ids = np.where((col == la + 1) | (col == la + lb + 2), special.sep, ids)
-  mask = col < la + lb + 3
+  # Position c holds A's token c-1, or after A's [SEP] B's token c-la-2.
+  src = np.where(col <= la, a_lo - 1, b_lo - la - 2) + col
+  ids = tokens.take(src, mode="clip")
+  ids[:, 0] = special.cls
+  np.put_along_axis(ids, la + 1, special.sep, axis=1)
+  np.put_along_axis(ids, n_tok - 1, special.sep, axis=1)
+  mask = col < n_tok
+  ids[~mask] = 0
+  candidates = mask & (col != 0) & (col != la + 1) & (col != n_tok - 1)
   segment = (col >= la + 2) & mask
-  return ids.astype(np.int64), mask.astype(np.int64), segment.astype(np.int64), in_a | in_b
+  return ids, mask.astype(np.int32), segment.astype(np.int32), candidates
 
 
 def _num_to_predict(lengths, cfg):
@@ -226,13 +272,17 @@ def _num_to_predict(lengths, cfg):
   return np.minimum(cfg.max_predictions_per_seq, np.maximum(1, k))
 
 
-def _choose_tokens(keys, candidates, k):
-  """Per row, the k candidate positions with the smallest keys: bool [N, S]."""
-  keyed = np.where(candidates, keys, np.inf)
-  order = np.argsort(keyed, axis=1, kind="stable")
-  rank = np.empty_like(order)
-  np.put_along_axis(rank, order, np.arange(keys.shape[1])[None, :], axis=1)
-  return (rank < k[:, None]) & candidates
+def _choose_positions(keys, candidates, k, p):
+  """Per row, the min(k, #candidates) candidate positions with the smallest keys,
+  ascending, padded with S: int [N, p]. argpartition keeps it O(N*S)."""
+  n, s = keys.shape
+  keyed = np.where(candidates, keys, 2.0)  # keys are in [0, 1)
+  part = np.argpartition(keyed, p - 1, axis=1)[:, :p]  # p smallest, unordered
+  part_keys = np.take_along_axis(keyed, part, axis=1)
+  order = np.argsort(part_keys, axis=1)
+  top = np.take_along_axis(part, order, axis=1)
+  keep = (np.arange(p)[None, :] < k[:, None]) & (np.take_along_axis(part_keys, order, 1) < 2.0)
+  return np.sort(np.where(keep, top, s), axis=1)
 
 
 def _choose_words(keys, candidates, ids, k, special):
@@ -262,23 +312,25 @@ def mask_inputs(ids, input_mask, candidates, keys, cfg, special):
   """Applies 80/10/10 masking; returns (masked ids [N, S], positions, labels,
   weights [N, P]) with positions ascending and zero-padded as BERT writes them."""
   n, s = ids.shape
+  p = cfg.max_predictions_per_seq
   k = _num_to_predict(input_mask.sum(1), cfg)
   pick_keys = uniforms(keys, 1, s)
   if cfg.do_whole_word_mask:
     chosen = _choose_words(pick_keys, candidates, ids, k, special)
+    pos = np.sort(np.where(chosen, np.arange(s)[None, :], s), axis=1)[:, :p]
   else:
-    chosen = _choose_tokens(pick_keys, candidates, k)
-  u_kind, u_tok = uniforms(keys, 2, s), uniforms(keys, 3, s)
-  random_ids = np.minimum((u_tok * special.vocab_size).astype(np.int64), special.vocab_size - 1)
-  replaced = np.where(u_kind < 0.8, special.mask, np.where(u_kind < 0.9, ids, random_ids))
-  masked_ids = np.where(chosen, replaced, ids)
-  p = cfg.max_predictions_per_seq
-  col = np.arange(s)[None, :]
-  pos = np.sort(np.where(chosen, col, s), axis=1)[:, :p]  # ascending, s = padding
+    pos = _choose_positions(pick_keys, candidates, k, p)
   valid = pos < s
   pos = np.where(valid, pos, 0)
   labels = np.where(valid, np.take_along_axis(ids, pos, axis=1), 0)
-  return masked_ids, pos, labels, valid.astype(np.float32)
+  # One draw per prediction slot: which replacement, and the random token.
+  u_kind, u_tok = uniforms(keys, 2, p), uniforms(keys, 3, p)
+  random_ids = np.minimum((u_tok * special.vocab_size).astype(np.int32), special.vocab_size - 1)
+  replaced = np.where(u_kind < 0.8, special.mask, np.where(u_kind < 0.9, labels, random_ids))
+  masked = ids.copy()
+  # Padding slots point at position 0 ([CLS]) and write it back unchanged.
+  np.put_along_axis(masked, pos, np.where(valid, replaced, ids[:, :1]), axis=1)
+  return masked, pos, labels, valid.astype(np.float32)
 
 
 def instance_keys(seeds, ordinals):
@@ -295,5 +347,5 @@ def make_features(shard, plans, seeds, ordinals, cfg, special):
   return {
       "input_ids": masked, "input_mask": input_mask, "segment_ids": segment_ids,
       "masked_lm_positions": pos, "masked_lm_ids": labels, "masked_lm_weights": weights,
-      "next_sentence_labels": plans[:, 4:5].astype(np.int64),
+      "next_sentence_labels": plans[:, 4:5].astype(np.int32),
   }

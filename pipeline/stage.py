@@ -227,4 +227,8 @@ class StageOutput:
     atomic_write_text(self.path(STATS), json_dumps(stats))
     shutil.rmtree(self.path(STAGING), ignore_errors=True)
     atomic_write_text(self.path(COMPLETED), "")
+    # Bookkeeping of the run is not part of the output; the manifest says it all.
+    shutil.rmtree(self.path(PARTS), ignore_errors=True)
+    if os.path.exists(self.path(RUN)):
+      os.remove(self.path(RUN))
     return manifest

@@ -31,8 +31,9 @@ NON_ARTICLE_NAMESPACE = "non_article_namespace"
 DISAMBIGUATION = "disambiguation"
 TOO_SHORT = "too_short"
 PARSE_ERROR = "parse_error"
+MALFORMED_PAGE = "malformed_page"  # a <page> without a revision or numeric ids
 DROP_REASONS = (REDIRECT, NON_ARTICLE_NAMESPACE, DISAMBIGUATION, TOO_SHORT,
-                PARSE_ERROR)
+                PARSE_ERROR, MALFORMED_PAGE)
 
 
 class Page(typing.NamedTuple):
@@ -43,6 +44,7 @@ class Page(typing.NamedTuple):
   ns: int
   redirect: bool
   text: str
+  error: typing.Optional[str] = None  # why the <page> is unusable (then skipped)
 
 
 # ---------------------------------------------------------------------------
@@ -193,31 +195,31 @@ def _check_root(path, root):
 
 
 def _page_from_element(path, elem, xmlns):
-  """Builds a Page from a complete <page> element (its last revision)."""
+  """Builds a Page from a complete <page> element (its last revision).
+
+  A page missing its revision or numeric ids is returned with `error` set:
+  one broken page among good ones is skipped and counted, not fatal.
+  """
+  del path
   title = elem.findtext(xmlns + "title") or ""
   revisions = elem.findall(xmlns + "revision")
   if not revisions:
-    raise InputError(path, f"page {title!r} has no <revision>")
+    return _broken(title, "no <revision>")
   revision = revisions[-1]
-  return Page(
-      id=_int_field(path, elem, xmlns + "id", title),
-      revid=_int_field(path, revision, xmlns + "id", title),
-      title=title,
-      ns=_int_field(path, elem, xmlns + "ns", title),
-      redirect=elem.find(xmlns + "redirect") is not None,
-      text=revision.findtext(xmlns + "text") or "")
+  fields = {}
+  for name, parent in (("id", elem), ("revid", revision), ("ns", elem)):
+    value = parent.findtext(xmlns + ("id" if name == "revid" else name))
+    try:
+      fields[name] = int(value)
+    except (TypeError, ValueError):
+      return _broken(title, f"<{name}> is missing or not an integer ({value!r})")
+  return Page(title=title, redirect=elem.find(xmlns + "redirect") is not None,
+              text=revision.findtext(xmlns + "text") or "", **fields)
 
 
-def _int_field(path, elem, tag, title):
-  """The integer text of elem's child `tag`, or InputError naming the page."""
-  value = elem.findtext(tag)
-  try:
-    return int(value)
-  except (TypeError, ValueError):
-    name = tag.rpartition("}")[2]
-    raise InputError(
-        path, f"page {title!r}: <{name}> is missing or not an integer "
-        f"({value!r})") from None
+def _broken(title, why):
+  return Page(id=-1, revid=-1, title=title, ns=0, redirect=False, text="",
+              error=f"page {title!r}: {why}")
 
 
 _NO_ELEMENTS = expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS]
@@ -261,6 +263,8 @@ def clean_page(page, min_chars):
   one of DROP_REASONS. A page that makes wikiextractor raise is reported as
   PARSE_ERROR rather than raised, so one odd page can't stop a dump.
   """
+  if page.error:
+    return None, MALFORMED_PAGE
   reason = _drop_reason(page)
   if reason:
     return None, reason

@@ -89,6 +89,21 @@ def test_the_last_revision_is_the_page_text(tmp_path):
   assert (page.revid, page.text) == (9, "new")
 
 
+def test_a_broken_page_is_skipped_not_fatal(tmp_path):
+  pages = [dict(id=5, title="Good", text="Prose. " * 40), dict(id=6, title="Bad", text="x"),
+           dict(id=7, title="NoRev", text="y")]
+  xml = wiki_fixtures.dump_xml(pages).replace("<id>6</id>", "<id>six</id>", 1)
+  start = xml.index("<title>NoRev</title>")
+  rev_start, rev_end = xml.index("<revision>", start), xml.index("</revision>", start)
+  xml = xml[:rev_start] + xml[rev_end + len("</revision>"):]
+  path = tmp_path / "broken.xml"
+  path.write_text(xml, encoding="utf-8")
+  good, bad, norev = wiki.iter_pages(path)
+  assert good.error is None and "not an integer" in bad.error and "no <revision>" in norev.error
+  reasons = [wiki.clean_page(p, 50)[1] for p in (good, bad, norev)]
+  assert reasons == [None, wiki.MALFORMED_PAGE, wiki.MALFORMED_PAGE]
+
+
 def test_memory_stays_flat_while_streaming(tmp_path):
   pages = [dict(title=f"P{i}", text="Some prose. " * 200) for i in range(2000)]
   path = wiki_fixtures.write_dump(tmp_path / "big.xml.bz2", pages)
