@@ -6,6 +6,7 @@ its size and sha1 (when known) check out. A mismatch deletes the partial file.
 """
 
 import hashlib
+import http.client
 import os
 import time
 import urllib.error
@@ -16,6 +17,18 @@ from pipeline.errors import InputError
 CHUNK = 1 << 20
 
 
+class _CutShort(Exception):
+  """The server closed the connection before sending Content-Length bytes."""
+
+  def __init__(self, message, fetched):
+    super().__init__(message)
+    self.fetched = fetched
+
+
+_RETRYABLE = (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError,
+              _CutShort)
+
+
 def _fetch(url, part, timeout):
   """Appends the rest of `url` to `part`; returns bytes fetched this attempt."""
   offset = os.path.getsize(part) if os.path.exists(part) else 0
@@ -24,10 +37,17 @@ def _fetch(url, part, timeout):
   with urllib.request.urlopen(request, timeout=timeout) as response:
     if offset and response.status != 206:  # server ignored Range: start over
       offset = 0
+    expected = response.headers.get("Content-Length")
     with open(part, "ab" if offset else "wb") as f:
-      while block := response.read(CHUNK):
-        f.write(block)
-        fetched += len(block)
+      try:
+        while block := response.read(CHUNK):
+          f.write(block)
+          fetched += len(block)
+      except http.client.IncompleteRead as e:
+        f.write(e.partial)  # keep what arrived: the next attempt resumes after it
+        fetched += len(e.partial)
+  if expected is not None and fetched < int(expected):
+    raise _CutShort(f"connection closed after {fetched} of {expected} bytes", fetched)
   return fetched
 
 
@@ -62,7 +82,9 @@ def download(url, dest, size=None, sha1=None, retries=4, backoff=1.0, timeout=60
     try:
       fetched += _fetch(url, part, timeout)
       break
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
+    except _RETRYABLE as e:
+      if isinstance(e, _CutShort):
+        fetched += e.fetched
       if isinstance(e, urllib.error.HTTPError) and e.code == 416 and size is not None:
         break  # the partial file is already complete
       if isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500 and e.code not in (408, 429):

@@ -35,10 +35,11 @@ def chunk_name(input_index, chunk):
   return f"{DOCS_DIR}/part-{input_index:03d}-{chunk:05d}.jsonl"
 
 
-def iter_chunks(path, pages_per_file):
-  """Yields (chunk number, [pages]) of a dump, `pages_per_file` pages each."""
+def iter_chunks(path, pages_per_file, on_progress=None):
+  """Yields (chunk number, [pages]) of a dump, `pages_per_file` pages each;
+  on_progress gets the bytes of the dump file read so far."""
   pages, chunk = [], 0
-  for page in wiki.iter_pages(path):
+  for page in wiki.iter_pages(path, on_progress):
     pages.append(page)
     if len(pages) == pages_per_file:
       yield chunk, pages

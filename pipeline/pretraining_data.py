@@ -60,37 +60,41 @@ def iter_documents(text_path, docs_path):
 
 def tokenize_shard(text_path, docs_path, tokenizer):
   """Tokenizes a shard into flat arrays (ShardTokens); drops sentences that
-  tokenize to nothing and documents left empty, as BERT does."""
-  pieces, sent_starts, doc_sents, page_ids = [], [0], [0], []
-  pending, owners = [], []
+  tokenize to nothing and documents left empty, as BERT does.
+
+  Sentences go to the Rust tokenizer TOKENIZE_BATCH at a time, so memory holds
+  the shard's ids (int32) and one batch of text, never the shard's text.
+  """
+  pieces, sent_starts, doc_of_sentence, pages = [], [0], [], []
+  batch, owners = [], []
 
   def flush():
-    for doc_idx, ids in zip(owners, tokenizer.encode_batch(pending)):
+    for doc, ids in zip(owners, tokenizer.encode_batch(batch)):
       if len(ids):
         pieces.append(ids)
         sent_starts.append(sent_starts[-1] + len(ids))
-        doc_of_sentence.append(doc_idx)
-    pending.clear()
+        doc_of_sentence.append(doc)
+    batch.clear()
     owners.clear()
 
-  doc_of_sentence, all_pages = [], []
   for page_id, _, sentences in iter_documents(text_path, docs_path):
-    all_pages.append(page_id)
-    pending.extend(sentences)
-    owners.extend([len(all_pages) - 1] * len(sentences))
-    if len(pending) >= TOKENIZE_BATCH:
+    pages.append(page_id)
+    batch.extend(sentences)
+    owners.extend([len(pages) - 1] * len(sentences))
+    if len(batch) >= TOKENIZE_BATCH:
       flush()
   flush()
-  counts = np.bincount(np.asarray(doc_of_sentence, np.int64), minlength=len(all_pages))
-  for d in np.flatnonzero(counts):  # documents with at least one sentence left
-    page_ids.append(all_pages[d])
-    doc_sents.append(doc_sents[-1] + int(counts[d]))
+  counts = np.bincount(np.asarray(doc_of_sentence, np.int64), minlength=len(pages))
+  kept = np.flatnonzero(counts)  # documents with at least one sentence left
+  doc_sents = [0] + np.cumsum(counts[kept]).tolist()
   tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
-  return inst.ShardTokens(tokens.astype(np.int32), sent_starts, doc_sents, page_ids)
+  return inst.ShardTokens(tokens.astype(np.int32), sent_starts, doc_sents,
+                          [pages[d] for d in kept])
 
 
 def plan_shard(shard, cfg, ring):
-  """Yields (plans [n, 5], seeds [n], ordinals [n]) one document pass at a time."""
+  """Yields (rows, seed) per document pass: rows of (a_lo, a_hi, b_lo, b_hi,
+  is_random_next), dupe passes outermost as in BERT."""
   for dupe in range(cfg.dupe_factor):
     for doc in range(shard.num_docs):
       seed, rows = inst.plan_document(shard, doc, dupe, cfg, ring)

@@ -61,14 +61,17 @@ class RecordsJob:
     start = time.monotonic()
     tok = _tokenizer(self.vocab_file, self.do_lower_case)
     text = os.path.join(self.input_dir, shard + ".txt")
-    tokens = pretraining_data.tokenize_shard(text, os.path.join(self.input_dir, shard + ".docs.tsv"), tok)
+    docs = os.path.join(self.input_dir, shard + ".docs.tsv")
+    tokens = pretraining_data.tokenize_shard(text, docs, tok)
+    tokenized = time.monotonic()
     out = stage.StageOutput(self.output_dir, STAGE, None, None)
     with out.writing(output_name(shard)) as tmp:
       stats, examples = pretraining_data.write_shard_records(
           tokens, tmp, self.instance_config, special_ids(tok),
           num_examples=self.log_examples)
     stats.update(documents=tokens.num_docs, text_bytes=os.path.getsize(text),
-                 seconds=round(time.monotonic() - start, 3))
+                 seconds=round(time.monotonic() - start, 3),
+                 tokenize_seconds=round(tokenized - start, 3))
     out.write_part(output_name(shard), stats)
     return dict(stats, examples=examples)
 
@@ -100,7 +103,10 @@ def finalize(out, shards, cfg, seconds, ranks, workers):
   totals = {k: sum(v[k] for v in per_shard.values())
             for k in ("instances", "documents", "tokens", "masked_tokens", "random_next",
                       "text_bytes")}
+  busy = {k: round(sum(v[k] for v in per_shard.values()), 3)
+          for k in ("seconds", "tokenize_seconds")}
   stats = dict(totals, shards=per_shard, seconds=round(seconds, 2), ranks=ranks,
+               worker_seconds=busy["seconds"], worker_tokenize_seconds=busy["tokenize_seconds"],
                workers_per_rank=workers,
                instances_per_second=round(totals["instances"] / max(seconds, 1e-9), 1))
   features = [dataclasses.asdict(f) for f in schema.PRETRAINING_FEATURES]

@@ -131,26 +131,33 @@ _configure_extractor()
 # Reading the dump.
 
 
-def iter_pages(path):
+def iter_pages(path, on_progress=None):
   """Yields every <page> of a MediaWiki export (.xml or .xml.bz2) as a Page.
 
   Streams with iterparse and frees each page once read, so memory stays flat
   on a full dump. Raises InputError for a missing, empty, truncated or
   corrupt file, malformed XML or an unsupported export version, wherever in
   the file the problem is: a dump is never silently cut short.
+
+  on_progress: optional callable, given the number of bytes of the file (as
+  stored, i.e. compressed) consumed so far after each page; for rate and ETA.
   """
   path = os.fspath(path)
   compressed = path.endswith(".bz2")
   try:
-    stream = bz2.open(path, "rb") if compressed else open(path, "rb")
+    raw = open(path, "rb")
   except OSError as e:
     raise InputError(path, f"cannot open: {e.strerror or e}") from None
-  with stream:
+  stream = bz2.open(raw, "rb") if compressed else raw
+  with raw, stream:
     try:
       # An empty .bz2 file would otherwise read as a truncated stream.
       if os.path.getsize(path) == 0 or not stream.peek(1):
         raise InputError(path, "empty file: no XML content")
-      yield from _parse_pages(path, stream)
+      for page in _parse_pages(path, stream):
+        yield page
+        if on_progress is not None:
+          on_progress(raw.tell())
     except EOFError:
       raise InputError(
           path, "truncated bz2 file: the compressed stream ends before its "

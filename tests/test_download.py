@@ -44,6 +44,16 @@ def test_interrupted_download_resumes_from_the_partial_file(mirror, tmp_path):
   assert open(dest, "rb").read() == payload
 
 
+def test_a_cut_connection_is_retried_and_resumed_in_one_call(mirror, tmp_path):
+  server, payload = mirror
+  dest = str(tmp_path / "dump.xml.bz2")
+  server.cut_after["dump.xml.bz2"] = 120_000
+  fetched = download.download(f"{server.url}/dump.xml.bz2", dest, size=len(payload),
+                              sha1=hashlib.sha1(payload).hexdigest(), retries=2, backoff=0.01)
+  assert fetched == len(payload) == server.bytes_sent  # nothing fetched twice
+  assert open(dest, "rb").read() == payload
+
+
 def test_checksum_mismatch_deletes_the_partial_file(mirror, tmp_path):
   server, _ = mirror
   dest = str(tmp_path / "dump.xml.bz2")

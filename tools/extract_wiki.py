@@ -42,18 +42,19 @@ def _check_inputs(paths):
 
 def _extract_input(index, path, out, pool, progress):
   """Cleans the unpublished chunks of one dump; returns its per-chunk stats."""
-  per_chunk, pending = [], None
+  per_chunk, pending, base = [], None, progress.done
 
   def finish(item):
     name, result = item
     per_chunk.append(extract.write_chunk(out, name, result.get()))
-    progress.update(per_chunk[-1]["pages_read"])
 
-  for chunk, pages in extract.iter_chunks(path, FLAGS.pages_per_file):
+  def on_bytes(position):
+    progress.update(base + position - progress.done)
+
+  for chunk, pages in extract.iter_chunks(path, FLAGS.pages_per_file, on_bytes):
     name = extract.chunk_name(index, chunk)
     if out.done(name):
       per_chunk.append(out.read_part(name))
-      progress.update(len(pages))
       continue
     started = (name, extract.clean_chunk(pages, FLAGS.min_article_chars, pool))
     if pending:
@@ -79,7 +80,8 @@ def main(argv):
   if out.prepare():
     print(f"extract_wiki: {FLAGS.output_dir} is up to date (nothing to do)")
     return
-  progress = Progress("extract_wiki", unit="pages")
+  progress = Progress("extract_wiki", unit="B of dump",
+                      total=sum(os.path.getsize(p) for p in FLAGS.input))
   per_chunk, files = [], []
   with multiprocessing.get_context("spawn").Pool(FLAGS.num_workers) as pool:
     for i, path in enumerate(FLAGS.input):
