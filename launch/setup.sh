@@ -37,9 +37,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$req_hash" ]; then
 fi
 
 if ! "$PY" -c "import horovod.tensorflow" >/dev/null 2>&1; then
-  log "building horovod==$HOROVOD_VERSION from source against TensorFlow (takes ~10 min)"
+  # pip caches the wheel it builds, so a fresh .venv with the same TF reuses it.
+  log "building horovod==$HOROVOD_VERSION from source against TensorFlow (~10 min the first time)"
   HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 \
   HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
   MAKEFLAGS="-j$(nproc)" \
-    "$PY" -m pip install -q --no-build-isolation --no-cache-dir "horovod==$HOROVOD_VERSION"
+    "$PY" -m pip install -q --no-build-isolation "horovod==$HOROVOD_VERSION"
 fi
