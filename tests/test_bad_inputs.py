@@ -113,3 +113,13 @@ def test_own_vocab_is_not_overwritten(corpus, tmp_path):
   proc = run_tool("build_vocab", f"--input_dir={corpus['shards']}", f"--output_file={mine}",
                   "--vocab_size=300", check=False)
   _assert_error(proc, str(mine), "not made by build_vocab")
+
+
+def test_dump_without_articles_is_an_error(tmp_path):
+  pages = [dict(id=1, title="A", redirect="B", text="#REDIRECT [[B]]"),
+           dict(id=2, title="Talk:A", ns=1, text="Some talk. " * 40)]
+  path = wiki_fixtures.write_dump(str(tmp_path / "noarticles.xml"), pages)
+  out = tmp_path / "out"
+  proc = run_tool("extract_wiki", f"--input={path}", f"--output_dir={out}", check=False)
+  _assert_error(proc, path, "no article survived")
+  assert not (out / "COMPLETED").exists()

@@ -77,6 +77,14 @@ def _read_shard(d, name):
     yield page_id, sentences
 
 
+def test_vocab_output_files(corpus):
+  d = os.path.dirname(corpus["vocab"])
+  assert sorted(os.listdir(d)) == ["vocab.txt", "vocab.txt.manifest.json"]
+  record = json.load(open(corpus["vocab"] + ".manifest.json"))
+  assert record["entries"] == 400 and record["config"]["vocab_size"] == 400
+  assert len(open(corpus["vocab"], encoding="utf-8").read().splitlines()) == 400
+
+
 def test_records_outputs_parse_with_the_schema(corpus):
   tf = pytest.importorskip("tensorflow")
   d = corpus["records"]
@@ -84,13 +92,14 @@ def test_records_outputs_parse_with_the_schema(corpus):
   assert _listing(d) == sorted(names + ["COMPLETED", "manifest.json", "stats.json"])
   spec = schema.tf_feature_spec(schema.PRETRAINING_FEATURES, 64, 10)
   counts = _manifest(d)["counts"]
+  cls_id = open(corpus["vocab"], encoding="utf-8").read().splitlines().index("[CLS]")
   n_train = 0
   for name in names[:4]:
     for batch in tf.data.TFRecordDataset(os.path.join(d, name)).batch(512).map(
         lambda x: tf.io.parse_example(x, spec)):
       n_train += int(batch["input_ids"].shape[0])
       ids = batch["input_ids"].numpy()
-      assert (ids[:, 0] == 2).all() or True  # [CLS] id depends on the vocab layout
+      assert (ids[:, 0] == cls_id).all()
       w = batch["masked_lm_weights"].numpy()
       assert w.dtype == np.float32 and ((w == 0) | (w == 1)).all()
   assert n_train == counts["train_instances"] > 100
