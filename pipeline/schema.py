@@ -9,14 +9,14 @@ import dataclasses
 
 # Shape kinds: "seq" = [max_seq_length], "pred" = [max_predictions_per_seq], or a
 # fixed int length.
-INT64, FLOAT = "int64", "float"
+INT64, FLOAT, BYTES = "int64", "float", "bytes"
 
 
 @dataclasses.dataclass(frozen=True)
 class Feature:
   name: str
-  dtype: str  # INT64 or FLOAT (tf.train.Example's Int64List / FloatList)
-  shape: object  # "seq", "pred" or an int
+  dtype: str  # INT64, FLOAT or BYTES (tf.train.Example's Int64List/FloatList/BytesList)
+  shape: object  # "seq", "pred" or an int; BYTES features hold one value (shape 1)
 
   def length(self, max_seq_length, max_predictions_per_seq):
     return {"seq": max_seq_length, "pred": max_predictions_per_seq}.get(
@@ -42,6 +42,11 @@ def tf_feature_spec(features, max_seq_length, max_predictions_per_seq):
   """{name: tf.io.FixedLenFeature} for tf.io.parse_example (imports TF lazily)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   dtypes = {INT64: tf.int64, FLOAT: tf.float32}
-  return {f.name: tf.io.FixedLenFeature(
-      [f.length(max_seq_length, max_predictions_per_seq)], dtypes[f.dtype])
-          for f in features}
+  spec = {}
+  for f in features:
+    if f.dtype == BYTES:  # one packed value per record, decoded by the reader
+      spec[f.name] = tf.io.FixedLenFeature([], tf.string)
+    else:
+      spec[f.name] = tf.io.FixedLenFeature(
+          [f.length(max_seq_length, max_predictions_per_seq)], dtypes[f.dtype])
+  return spec

@@ -14,7 +14,7 @@ import struct
 import google_crc32c
 import numpy as np
 
-from pipeline.schema import FLOAT, INT64
+from pipeline.schema import BYTES, FLOAT
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -65,6 +65,16 @@ def _floats(values):
   return (data, np.ones(data.shape, bool)), np.full(n, data.shape[1], np.int64)
 
 
+def _packed_bytes(values):
+  """One bytes value per row: (data [N, W] uint8, lengths [N]) -> BytesList
+  payload piece (tag, varint length, data) and its lengths [N]."""
+  data, lengths = values
+  data = np.ascontiguousarray(data, dtype=np.uint8)
+  lengths = np.asarray(lengths, np.int64)
+  valid = np.arange(data.shape[1])[None, :] < lengths[:, None]
+  return _length_prefixed(0x0A, [(data, valid)], lengths)
+
+
 def _length_prefixed(tag, pieces, length):
   """tag byte, varint(length), then the pieces; returns (pieces, total length)."""
   n = length.shape[0]
@@ -74,10 +84,14 @@ def _length_prefixed(tag, pieces, length):
 
 def _feature_pieces(name, dtype, values):
   """One map entry `name -> Feature` of the Features message."""
-  n = values.shape[0]
-  payload, plen = (_floats if dtype == FLOAT else _varints)(values)
-  lst, llen = _length_prefixed(0x0A, [payload], plen)  # Int64List/FloatList.value
-  kind_tag = 0x12 if dtype == FLOAT else 0x1A  # Feature.float_list / .int64_list
+  if dtype == BYTES:
+    n = values[0].shape[0]
+    lst, llen = _packed_bytes(values)  # BytesList.value (a single element)
+  else:
+    n = values.shape[0]
+    payload, plen = (_floats if dtype == FLOAT else _varints)(values)
+    lst, llen = _length_prefixed(0x0A, [payload], plen)  # Int64List/FloatList.value
+  kind_tag = {BYTES: 0x0A, FLOAT: 0x12}.get(dtype, 0x1A)  # Feature.bytes/float/int64_list
   feat, flen = _length_prefixed(kind_tag, lst, llen)
   key = name.encode()
   assert len(key) < 128, "feature names are one-byte length-prefixed"
@@ -90,16 +104,19 @@ def encode_examples(columns, dtypes):
   """Serialises N tf.train.Examples at once.
 
   Args:
-    columns: {feature name: array [N, L]} (all the same N).
-    dtypes: {feature name: INT64 or FLOAT}.
+    columns: {feature name: array [N, L]} (all the same N); a BYTES feature is
+      (uint8 data [N, W], lengths [N]): row i's value is data[i, :lengths[i]].
+    dtypes: {feature name: INT64, FLOAT or BYTES}.
   Returns:
     (flat uint8 array of all records back to back, int64 array [N] of lengths).
   """
   names = sorted(columns)  # deterministic serialisation orders map keys
-  n = columns[names[0]].shape[0]
+  first = columns[names[0]]
+  n = (first[0] if dtypes[names[0]] == BYTES else first).shape[0]
   pieces, total = [], np.zeros(n, np.int64)
   for name in names:
-    p, plen = _feature_pieces(name, dtypes[name], np.asarray(columns[name]))
+    values = columns[name] if dtypes[name] == BYTES else np.asarray(columns[name])
+    p, plen = _feature_pieces(name, dtypes[name], values)
     pieces += p
     total += plen
   pieces, _ = _length_prefixed(0x0A, pieces, total)  # Example.features

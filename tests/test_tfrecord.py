@@ -66,3 +66,20 @@ def test_iter_records_detects_corruption(tmp_path):
 def test_negative_values_are_rejected():
   with pytest.raises(ValueError):
     tfrecord.encode_examples({"a": np.array([[-1]])}, {"a": schema.INT64})
+
+
+def test_bytes_features_match_protobuf():
+  tf = pytest.importorskip("tensorflow")
+  rng = np.random.default_rng(3)
+  n = 40
+  lengths = rng.integers(0, 300, n)  # 0 (empty value) to beyond one varint byte
+  data = rng.integers(0, 256, (n, 300)).astype(np.uint8)
+  cols = {"blob": (data, lengths), "input_ids": rng.integers(0, 100, (n, 5))}
+  dtypes = {"blob": schema.BYTES, "input_ids": schema.INT64}
+  flat, sizes = tfrecord.encode_examples(cols, dtypes)
+  offsets = np.concatenate([[0], np.cumsum(sizes)])
+  for i in range(n):
+    ex = tf.train.Example()
+    ex.features.feature["blob"].bytes_list.value.append(data[i, :lengths[i]].tobytes())
+    ex.features.feature["input_ids"].int64_list.value.extend(cols["input_ids"][i].tolist())
+    assert flat[offsets[i]:offsets[i + 1]].tobytes() == ex.SerializeToString(deterministic=True)
