@@ -70,11 +70,13 @@ class ShardTokens:
   sent_starts: list of M+1 ints, sentence s is tokens[sent_starts[s]:sent_starts[s+1]]
   doc_sents:   list of D+1 ints, document d is sentences doc_sents[d]:doc_sents[d+1]
   page_ids:    D ints
+  revids:      D ints (revision of each page: what a refresh compares)
   """
   tokens: np.ndarray
   sent_starts: list
   doc_sents: list
   page_ids: list
+  revids: list = None
 
   @property
   def num_docs(self):

@@ -65,7 +65,7 @@ def tokenize_shard(text_path, docs_path, tokenizer):
   Sentences go to the Rust tokenizer TOKENIZE_BATCH at a time, so memory holds
   the shard's ids (int32) and one batch of text, never the shard's text.
   """
-  pieces, sent_starts, doc_of_sentence, pages = [], [0], [], []
+  pieces, sent_starts, doc_of_sentence, pages, revids = [], [0], [], [], []
   batch, owners = [], []
 
   def flush():
@@ -77,8 +77,9 @@ def tokenize_shard(text_path, docs_path, tokenizer):
     batch.clear()
     owners.clear()
 
-  for page_id, _, sentences in iter_documents(text_path, docs_path):
+  for page_id, revid, sentences in iter_documents(text_path, docs_path):
     pages.append(page_id)
+    revids.append(revid)
     batch.extend(sentences)
     owners.extend([len(pages) - 1] * len(sentences))
     if len(batch) >= TOKENIZE_BATCH:
@@ -89,53 +90,77 @@ def tokenize_shard(text_path, docs_path, tokenizer):
   doc_sents = [0] + np.cumsum(counts[kept]).tolist()
   tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
   return inst.ShardTokens(tokens.astype(np.int32), sent_starts, doc_sents,
-                          [pages[d] for d in kept])
+                          [pages[d] for d in kept], [revids[d] for d in kept])
 
 
 def plan_shard(shard, cfg, ring):
-  """Yields (rows, seed) per document pass: rows of (a_lo, a_hi, b_lo, b_hi,
-  is_random_next), dupe passes outermost as in BERT."""
+  """Yields (doc, rows, seed) per document pass: rows of (a_lo, a_hi, b_lo,
+  b_hi, is_random_next), dupe passes outermost as in BERT."""
   for dupe in range(cfg.dupe_factor):
     for doc in range(shard.num_docs):
       seed, rows = inst.plan_document(shard, doc, dupe, cfg, ring)
       if rows:
-        yield rows, seed
+        yield doc, rows, seed
 
 
-def write_shard_records(shard, out_path, cfg, special, block_size=8192, num_examples=0):
+def write_shard_records(shard, out_path, index_path, cfg, special, block_size=8192,
+                        num_examples=0):
   """Writes all instances of a tokenized shard; returns (stats, examples).
 
   Instances are produced in blocks of about `block_size`, shuffled within the
   block (deterministically), encoded and written, so memory stays bounded.
+  `index_path` gets an int64 [N, 2] .npy of each record's (page id, revid):
+  which document a record came from, for refreshes that reuse records.
   """
   ring = inst.PartnerRing(shard.page_ids, cfg.random_seed)
   dtypes = {f.name: f.dtype for f in schema.PRETRAINING_FEATURES}
   stats = {"instances": 0, "random_next": 0, "masked_tokens": 0, "tokens": 0}
-  examples, rows, seeds, ordinals, block_no = [], [], [], [], 0
+  examples, owners, block = [], [], _Block()
   with tfrecord.TFRecordWriter(out_path) as writer:
-    def emit():
-      nonlocal block_no
-      plans = np.asarray(rows, np.int64)
-      feats = inst.make_features(shard, plans, seeds, ordinals, cfg, special)
-      order = np.random.default_rng(
-          inst.stable_hash64(cfg.random_seed, "shuffle", shard.page_ids[0], block_no)
-      ).permutation(len(plans))
-      feats = {k: v[order] for k, v in feats.items()}
-      writer.write_batch(*tfrecord.encode_examples(feats, dtypes))
-      _accumulate(stats, feats)
-      examples.extend(_first_rows(feats, num_examples - len(examples)))
-      rows.clear(), seeds.clear(), ordinals.clear()
-      block_no += 1
-
-    for doc_rows, seed in plan_shard(shard, cfg, ring):
-      rows.extend(doc_rows)
-      seeds.extend([seed] * len(doc_rows))
-      ordinals.extend(range(len(doc_rows)))
-      if len(rows) >= block_size:
-        emit()
-    if rows:
-      emit()
+    for doc, rows, seed in plan_shard(shard, cfg, ring):
+      block.add(doc, rows, seed)
+      if len(block.rows) >= block_size:
+        _emit(block, shard, cfg, special, writer, dtypes, stats, examples, owners, num_examples)
+    if block.rows:
+      _emit(block, shard, cfg, special, writer, dtypes, stats, examples, owners, num_examples)
+  index = np.concatenate(owners) if owners else np.zeros((0, 2), np.int64)
+  with open(index_path, "wb") as f:
+    np.save(f, index, allow_pickle=False)
   return stats, examples
+
+
+class _Block:
+  """Plans of the instances of the block being built."""
+
+  def __init__(self):
+    self.rows, self.seeds, self.ordinals, self.docs, self.number = [], [], [], [], 0
+
+  def add(self, doc, rows, seed):
+    self.rows.extend(rows)
+    self.seeds.extend([seed] * len(rows))
+    self.ordinals.extend(range(len(rows)))
+    self.docs.extend([doc] * len(rows))
+
+  def clear(self):
+    self.rows, self.seeds, self.ordinals, self.docs = [], [], [], []
+    self.number += 1
+
+
+def _emit(block, shard, cfg, special, writer, dtypes, stats, examples, owners, num_examples):
+  """Builds, shuffles (within the block), encodes and writes one block."""
+  plans = np.asarray(block.rows, np.int64)
+  feats = inst.make_features(shard, plans, block.seeds, block.ordinals, cfg, special)
+  order = np.random.default_rng(
+      inst.stable_hash64(cfg.random_seed, "shuffle", shard.page_ids[0], block.number)
+  ).permutation(len(plans))
+  feats = {k: v[order] for k, v in feats.items()}
+  writer.write_batch(*tfrecord.encode_examples(feats, dtypes))
+  docs = np.asarray(block.docs)[order]
+  owners.append(np.stack([np.asarray(shard.page_ids, np.int64)[docs],
+                          np.asarray(shard.revids, np.int64)[docs]], axis=1))
+  _accumulate(stats, feats)
+  examples.extend(_first_rows(feats, num_examples - len(examples)))
+  block.clear()
 
 
 def _accumulate(stats, feats):

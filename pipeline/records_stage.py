@@ -43,6 +43,11 @@ def output_name(shard):
   return shard + ".tfrecord"
 
 
+def index_name(shard):
+  """(page id, revid) of each record of the shard, int64 [N, 2] .npy."""
+  return shard + ".index.npy"
+
+
 def text_bytes(manifest, shard):
   return next(f["bytes"] for f in manifest["files"] if f["name"] == shard + ".txt")
 
@@ -65,14 +70,16 @@ class RecordsJob:
     tokens = pretraining_data.tokenize_shard(text, docs, tok)
     tokenized = time.monotonic()
     out = stage.StageOutput(self.output_dir, STAGE, None, None)
-    with out.writing(output_name(shard)) as tmp:
+    # Publication order: stats sidecar, index, then the .tfrecord, whose presence
+    # marks the shard done; a kill between any two leaves it not done.
+    with out.writing(output_name(shard)) as tmp, out.writing(index_name(shard)) as tmp_index:
       stats, examples = pretraining_data.write_shard_records(
-          tokens, tmp, self.instance_config, special_ids(tok),
+          tokens, tmp, tmp_index, self.instance_config, special_ids(tok),
           num_examples=self.log_examples)
-    stats.update(documents=tokens.num_docs, text_bytes=os.path.getsize(text),
-                 seconds=round(time.monotonic() - start, 3),
-                 tokenize_seconds=round(tokenized - start, 3))
-    out.write_part(output_name(shard), stats)
+      stats.update(documents=tokens.num_docs, text_bytes=os.path.getsize(text),
+                   seconds=round(time.monotonic() - start, 3),
+                   tokenize_seconds=round(tokenized - start, 3))
+      out.write_part(output_name(shard), stats)
     return dict(stats, examples=examples)
 
 
@@ -110,7 +117,8 @@ def finalize(out, shards, cfg, seconds, ranks, workers):
                workers_per_rank=workers,
                instances_per_second=round(totals["instances"] / max(seconds, 1e-9), 1))
   features = [dataclasses.asdict(f) for f in schema.PRETRAINING_FEATURES]
-  out.finalize([output_name(s) for s in shards], counts, stats, extra={"features": features})
+  files = [output_name(s) for s in shards] + [index_name(s) for s in shards]
+  out.finalize(files, counts, stats, extra={"features": features})
   return (f"create_pretraining_data: {counts['train_instances']} train + "
           f"{counts['eval_instances']} eval instances from {totals['documents']} documents "
           f"({totals['text_bytes'] / 1e6:.1f} MB text) in {seconds:.1f}s "

@@ -89,7 +89,8 @@ def test_records_outputs_parse_with_the_schema(corpus):
   tf = pytest.importorskip("tensorflow")
   d = corpus["records"]
   names = [f"train/part-{i:05d}.tfrecord" for i in range(4)] + ["eval/part-00000.tfrecord"]
-  assert _listing(d) == sorted(names + ["COMPLETED", "manifest.json", "stats.json"])
+  indexes = [n.replace(".tfrecord", ".index.npy") for n in names]
+  assert _listing(d) == sorted(names + indexes + ["COMPLETED", "manifest.json", "stats.json"])
   spec = schema.tf_feature_spec(schema.PRETRAINING_FEATURES, 64, 10)
   counts = _manifest(d)["counts"]
   cls_id = open(corpus["vocab"], encoding="utf-8").read().splitlines().index("[CLS]")
@@ -104,6 +105,18 @@ def test_records_outputs_parse_with_the_schema(corpus):
       assert w.dtype == np.float32 and ((w == 0) | (w == 1)).all()
   assert n_train == counts["train_instances"] > 100
   assert counts["eval_instances"] > 0
+
+
+def test_record_index_names_each_records_document(corpus):
+  """The .index.npy says which page (and revision) every record came from."""
+  shards = dict(_read_shard(corpus["shards"], "train/part-00001"))
+  path = os.path.join(corpus["records"], "train", "part-00001")
+  index = np.load(path + ".index.npy", allow_pickle=False)
+  assert index.shape == (sum(1 for _ in tfrecord.iter_records(path + ".tfrecord")), 2)
+  assert set(index[:, 0].tolist()) == set(shards)  # every document made records
+  revids = {int(l.split("\t")[0]): int(l.split("\t")[1]) for l in
+            open(os.path.join(corpus["shards"], "train", "part-00001.docs.tsv"))}
+  assert all(revids[p] == r for p, r in index.tolist())
 
 
 def test_reruns_are_noops(corpus):
