@@ -35,8 +35,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     with open(path, "rb") as f:
       f.seek(start)
       data = f.read() if limit is None else f.read(limit)
-    self.wfile.write(data)
+    # Counted before sending: the client may finish reading before write returns.
     self.server.bytes_sent += len(data)
+    self.wfile.write(data)
     if limit is not None:
       self.close_connection = True
 
