@@ -34,6 +34,26 @@ PRETRAINING_FEATURES = (
 )
 
 
+# Distill records = pretraining records + the teacher's cached outputs. The
+# original features stay in BERT's format (so distill records still read as
+# pretraining records); the teacher's are packed bytes decoded by the reader:
+# only the first n = sum(masked_lm_weights) masked positions carry targets (the
+# rest are padding), K per position, little-endian:
+TEACHER_FEATURES = (
+    # [n, K] token ids: uint16 when the vocab has <= 65,536 entries, else int32
+    # (the manifest's config says which).
+    Feature("teacher_ids", BYTES, 1),
+    # [n, K] float16: top-k probabilities at temperature T ("topk"), or the
+    # importance weights of the sampled ids ("sampled"; they sum to 1 per row).
+    Feature("teacher_values", BYTES, 1),
+    # [n] float16: probability mass not covered by the K ids (0 for "sampled").
+    Feature("teacher_tail_mass", BYTES, 1),
+    # [2] the teacher's next-sentence logits (temperature 1).
+    Feature("teacher_nsp_logits", FLOAT, 2),
+)
+DISTILL_FEATURES = PRETRAINING_FEATURES + TEACHER_FEATURES
+
+
 def feature_lengths(features, max_seq_length, max_predictions_per_seq):
   return {f.name: f.length(max_seq_length, max_predictions_per_seq) for f in features}
 
