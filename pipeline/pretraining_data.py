@@ -93,31 +93,40 @@ def tokenize_shard(text_path, docs_path, tokenizer):
                           [pages[d] for d in kept], [revids[d] for d in kept])
 
 
-def plan_shard(shard, cfg, ring):
+def plan_shard(shard, cfg, ring, skip=frozenset()):
   """Yields (doc, rows, seed) per document pass: rows of (a_lo, a_hi, b_lo,
-  b_hi, is_random_next), dupe passes outermost as in BERT."""
+  b_hi, is_random_next), dupe passes outermost as in BERT. Documents in `skip`
+  (indices) get no instances; they may still be random-next partners."""
   for dupe in range(cfg.dupe_factor):
     for doc in range(shard.num_docs):
+      if doc in skip:
+        continue
       seed, rows = inst.plan_document(shard, doc, dupe, cfg, ring)
       if rows:
         yield doc, rows, seed
 
 
 def write_shard_records(shard, out_path, index_path, cfg, special, block_size=8192,
-                        num_examples=0):
+                        num_examples=0, previous=None):
   """Writes all instances of a tokenized shard; returns (stats, examples).
 
   Instances are produced in blocks of about `block_size`, shuffled within the
   block (deterministically), encoded and written, so memory stays bounded.
   `index_path` gets an int64 [N, 2] .npy of each record's (page id, revid):
   which document a record came from, for refreshes that reuse records.
+
+  previous: optional (records path, index path) of the same shard in an earlier
+  version: the records of documents present there at the same revision are
+  copied first (in their old order) and those documents get no new instances.
   """
   ring = inst.PartnerRing(shard.page_ids, cfg.random_seed)
   dtypes = {f.name: f.dtype for f in schema.PRETRAINING_FEATURES}
-  stats = {"instances": 0, "random_next": 0, "masked_tokens": 0, "tokens": 0}
+  stats = {"instances": 0, "random_next": 0, "masked_tokens": 0, "tokens": 0,
+           "reused_instances": 0, "reused_documents": 0}
   examples, owners, block = [], [], _Block()
   with tfrecord.TFRecordWriter(out_path) as writer:
-    for doc, rows, seed in plan_shard(shard, cfg, ring):
+    skip = _copy_previous(shard, previous, writer, owners, stats) if previous else frozenset()
+    for doc, rows, seed in plan_shard(shard, cfg, ring, skip):
       block.add(doc, rows, seed)
       if len(block.rows) >= block_size:
         _emit(block, shard, cfg, special, writer, dtypes, stats, examples, owners, num_examples)
@@ -127,6 +136,22 @@ def write_shard_records(shard, out_path, index_path, cfg, special, block_size=81
   with open(index_path, "wb") as f:
     np.save(f, index, allow_pickle=False)
   return stats, examples
+
+
+def _copy_previous(shard, previous, writer, owners, stats):
+  """Copies the previous records of unchanged documents; returns their indices."""
+  records_path, index_path = previous
+  old = np.load(index_path, allow_pickle=False)
+  current = {(p, r): d for d, (p, r) in enumerate(zip(shard.page_ids, shard.revids))}
+  keep = np.array([(int(p), int(r)) in current for p, r in old.tolist()], bool)
+  for record, kept in zip(tfrecord.iter_records(records_path), keep):
+    if kept:
+      writer.write_raw(record)
+  owners.append(old[keep])
+  unchanged = {current[(int(p), int(r))] for p, r in old[keep].tolist()}
+  stats.update(reused_instances=int(keep.sum()), reused_documents=len(unchanged))
+  stats["instances"] += int(keep.sum())
+  return frozenset(unchanged)
 
 
 class _Block:

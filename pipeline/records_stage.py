@@ -60,6 +60,7 @@ class RecordsJob:
   do_lower_case: bool
   instance_config: instances.InstanceConfig
   log_examples: int = 0
+  reuse_dir: str = None  # an earlier version's records (same config) to copy from
 
   def run_shard(self, shard):
     """Tokenizes one text shard and publishes its records and stats sidecar."""
@@ -75,12 +76,33 @@ class RecordsJob:
     with out.writing(output_name(shard)) as tmp, out.writing(index_name(shard)) as tmp_index:
       stats, examples = pretraining_data.write_shard_records(
           tokens, tmp, tmp_index, self.instance_config, special_ids(tok),
-          num_examples=self.log_examples)
+          num_examples=self.log_examples, previous=self._previous(shard))
       stats.update(documents=tokens.num_docs, text_bytes=os.path.getsize(text),
                    seconds=round(time.monotonic() - start, 3),
                    tokenize_seconds=round(tokenized - start, 3))
       out.write_part(output_name(shard), stats)
     return dict(stats, examples=examples)
+
+
+  def _previous(self, shard):
+    if not self.reuse_dir:
+      return None
+    paths = (os.path.join(self.reuse_dir, output_name(shard)),
+             os.path.join(self.reuse_dir, index_name(shard)))
+    return paths if all(os.path.exists(p) for p in paths) else None
+
+
+def reuse_config(config, reuse_dir):
+  """The config with `reuse_from` set when reuse_dir's records were made with
+  the same settings (else unchanged, with the reason printed)."""
+  if not reuse_dir:
+    return config
+  manifest = stage.read_input(reuse_dir, STAGE)
+  theirs = {k: v for k, v in manifest["config"].items() if k != "reuse_from"}
+  if theirs != config:
+    print(f"{STAGE}: not reusing {reuse_dir}: made with other settings", file=sys.stderr)
+    return config
+  return dict(config, reuse_from=manifest["_sha256"])
 
 
 def log_examples(examples, vocab_file, do_lower_case, stream=None):
@@ -107,9 +129,9 @@ def finalize(out, shards, cfg, seconds, ranks, workers):
   for split in ("train", "eval"):
     counts[f"{split}_instances"] = sum(v["instances"] for k, v in per_shard.items()
                                        if k.startswith(split + "/"))
-  totals = {k: sum(v[k] for v in per_shard.values())
+  totals = {k: sum(v.get(k, 0) for v in per_shard.values())
             for k in ("instances", "documents", "tokens", "masked_tokens", "random_next",
-                      "text_bytes")}
+                      "text_bytes", "reused_instances", "reused_documents")}
   busy = {k: round(sum(v[k] for v in per_shard.values()), 3)
           for k in ("seconds", "tokenize_seconds")}
   stats = dict(totals, shards=per_shard, seconds=round(seconds, 2), ranks=ranks,
@@ -119,7 +141,9 @@ def finalize(out, shards, cfg, seconds, ranks, workers):
   features = [dataclasses.asdict(f) for f in schema.PRETRAINING_FEATURES]
   files = [output_name(s) for s in shards] + [index_name(s) for s in shards]
   out.finalize(files, counts, stats, extra={"features": features})
+  reused = (f" ({totals['reused_instances']} reused from {totals['reused_documents']} "
+            f"unchanged documents)" if totals["reused_documents"] else "")
   return (f"create_pretraining_data: {counts['train_instances']} train + "
-          f"{counts['eval_instances']} eval instances from {totals['documents']} documents "
+          f"{counts['eval_instances']} eval instances{reused} from {totals['documents']} documents "
           f"({totals['text_bytes'] / 1e6:.1f} MB text) in {seconds:.1f}s "
           f"({stats['instances_per_second']:.0f} instances/s) -> {out.dir}")

@@ -143,6 +143,13 @@ class TFRecordWriter:
     self._f.write(b"".join(parts))
     self.count += len(lengths)
 
+  def write_raw(self, record):
+    """Appends one already-serialized record (e.g. copied from another file)."""
+    header = struct.pack("<Q", len(record))
+    self._f.write(b"".join([header, struct.pack("<I", masked_crc32c(header)), record,
+                            struct.pack("<I", masked_crc32c(record))]))
+    self.count += 1
+
   def close(self):
     self._f.close()
 

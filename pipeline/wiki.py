@@ -23,6 +23,9 @@ from xml.parsers import expat
 from pipeline.errors import InputError
 
 SUPPORTED_EXPORT_VERSIONS = ("0.10", "0.11")
+# Bump when clean_page's output changes for the same page: a refresh reuses
+# previously cleaned documents only when this (and the config) is unchanged.
+CLEANER_VERSION = 1
 URL_BASE = "https://en.wikipedia.org/wiki"
 
 # Why clean_page dropped a page (None means it was kept).

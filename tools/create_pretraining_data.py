@@ -34,6 +34,9 @@ flags.DEFINE_bool("do_lower_case", True, "Lower-case (uncased vocab).")
 flags.DEFINE_integer("random_seed", 12345, "Seed; combined with each page id.")
 flags.DEFINE_integer("num_workers", os.cpu_count(), "Processes per rank.", lower_bound=1)
 flags.DEFINE_integer("log_examples", 3, "Instances to log decoded back to tokens.")
+flags.DEFINE_string("reuse_dir", None,
+                    "Records of an earlier corpus version made with the same settings: "
+                    "unchanged documents (same page id and revision) keep their records.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output made with other flags.")
 
 
@@ -82,6 +85,9 @@ def main(argv):
       instance_config=cfg, log_examples=FLAGS.log_examples)
   config = dict(dataclasses.asdict(cfg), do_lower_case=FLAGS.do_lower_case,
                 vocab_sha256=stage.file_sha256(FLAGS.vocab_file), vocab_size=len(vocab))
+  config = records_stage.reuse_config(config, FLAGS.reuse_dir)
+  if "reuse_from" in config:
+    job = dataclasses.replace(job, reuse_dir=FLAGS.reuse_dir)
   out = stage.StageOutput(FLAGS.output_dir, "create_pretraining_data", config,
                           manifest["_sha256"], FLAGS.overwrite, world.is_chief)
   complete = distributed.run_collectively(world, out.prepare)
