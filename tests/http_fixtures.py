@@ -16,6 +16,11 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
   def do_GET(self):  # pylint: disable=invalid-name
     path = self.translate_path(self.path)
+    if os.path.isdir(path):  # an index page listing the entries, like a mirror's
+      listing = self.list_directory(path)
+      if listing is not None:
+        self.copyfile(listing, self.wfile)
+      return None
     if not os.path.isfile(path):
       return self.send_error(404)
     size = os.path.getsize(path)
@@ -37,6 +42,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
       data = f.read() if limit is None else f.read(limit)
     # Counted before sending: the client may finish reading before write returns.
     self.server.bytes_sent += len(data)
+    name = os.path.basename(path)
+    self.server.sent_by_name[name] = self.server.sent_by_name.get(name, 0) + len(data)
     self.wfile.write(data)
     if limit is not None:
       self.close_connection = True
@@ -45,10 +52,11 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 @contextlib.contextmanager
 def serve(directory):
   """Yields the server; its .url is the base URL, .bytes_sent counts payload
-  bytes, and .cut_after[name] = n makes the next GET of `name` stop after n."""
+  bytes (.sent_by_name per file name), and .cut_after[name] = n makes the next
+  GET of `name` stop after n bytes."""
   handler = lambda *a, **kw: _Handler(*a, directory=str(directory), **kw)  # noqa: E731
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-  server.bytes_sent, server.cut_after = 0, {}
+  server.bytes_sent, server.cut_after, server.sent_by_name = 0, {}, {}
   server.url = f"http://127.0.0.1:{server.server_address[1]}"
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
