@@ -26,13 +26,15 @@ _DEFAULT_LAYER_NORM_EPS = 1e-12
 
 
 def _gelu_erf(x):
-  # Exact GELU, x * Phi(x): what the released BERT checkpoints were trained
-  # with and what HF calls "gelu".
+  # Exact GELU, x * Phi(x): what HF (and PyTorch) call "gelu", and what
+  # google-research/bert's modeling.py used when it was first released.
   return keras.activations.gelu(x, approximate=False)
 
 
 def _gelu_tanh(x):
-  # The tanh approximation (HF "gelu_new" / "gelu_pytorch_tanh").
+  # 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): the "gelu" of
+  # google-research/bert's modeling.py as it stands (and OpenAI GPT's); HF
+  # names it "gelu_new" / "gelu_pytorch_tanh". At most 4.7e-4 from erf.
   return keras.activations.gelu(x, approximate=True)
 
 
@@ -42,6 +44,13 @@ _ACTIVATIONS = {
     "gelu_pytorch_tanh": _gelu_tanh,
     "relu": keras.activations.relu,
 }
+
+# What `hidden_act: "gelu"` means in a config file depends on whose code the
+# file was written for: HF's "gelu" is exact erf, google-research/bert's is
+# the tanh approximation. Reading a Google file maps it to HF's "gelu_new"
+# (the same function) so the model computes what Google's code computes.
+GELU_CONVENTIONS = ("hf", "google")
+_GOOGLE_GELU = "gelu_new"
 
 
 def get_activation(name):
@@ -112,11 +121,14 @@ class BertConfig:
     return dataclasses.replace(self, **changes)
 
   @classmethod
-  def from_dict(cls, values):
+  def from_dict(cls, values, gelu_convention="hf"):
     """Builds a config from Google's or HF's dict; unknown keys are ignored.
 
     All eleven Google keys are required (a file missing one is more likely
-    not a BERT config than one relying on defaults).
+    not a BERT config than one relying on defaults). `gelu_convention`
+    says whose "gelu" the dict means: "hf" (exact erf; also this project's
+    own files) or "google" (google-research/bert: the tanh approximation,
+    read as "gelu_new").
     """
     google_keys = [f.name for f in dataclasses.fields(cls)
                    if f.name != "layer_norm_eps"]
@@ -126,42 +138,75 @@ class BertConfig:
     kwargs = {key: values[key] for key in google_keys}
     if values.get("layer_norm_eps") is not None:
       kwargs["layer_norm_eps"] = values["layer_norm_eps"]
+    kwargs["hidden_act"] = _read_gelu(kwargs["hidden_act"], gelu_convention)
     return cls(**kwargs)
 
   @classmethod
-  def from_json_file(cls, path):
+  def from_json_file(cls, path, gelu_convention="hf"):
+    """Reads bert_config.json / config.json; see from_dict for the GELU."""
     with open(path, encoding="utf-8") as f:
       values = json.load(f)
     if not isinstance(values, dict):
       raise ValueError(f"{path}: expected a JSON object")
     try:
-      return cls.from_dict(values)
+      return cls.from_dict(values, gelu_convention)
     except ValueError as e:
       raise ValueError(f"{path}: {e}") from None
 
-  def to_dict(self):
+  def to_dict(self, gelu_convention="hf"):
+    """The config as a dict; "google" writes the tanh GELU as Google's
+    "gelu" (and refuses exact erf, which Google's code cannot express)."""
     values = dataclasses.asdict(self)
     if values["layer_norm_eps"] == _DEFAULT_LAYER_NORM_EPS:
       del values["layer_norm_eps"]
+    values["hidden_act"] = _write_gelu(self.hidden_act, gelu_convention)
     return values
 
-  def to_json_string(self):
+  def to_json_string(self, gelu_convention="hf"):
     # Google's own format: sorted keys, 2-space indent.
-    return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(self.to_dict(gelu_convention), indent=2,
+                      sort_keys=True) + "\n"
 
-  def to_json_file(self, path):
+  def to_json_file(self, path, gelu_convention="hf"):
     with open(path, "w", encoding="utf-8") as f:
-      f.write(self.to_json_string())
+      f.write(self.to_json_string(gelu_convention))
+
+
+def _check_convention(gelu_convention):
+  if gelu_convention not in GELU_CONVENTIONS:
+    raise ValueError(f"gelu_convention must be one of {GELU_CONVENTIONS}, "
+                     f"got {gelu_convention!r}")
+
+
+def _read_gelu(hidden_act, gelu_convention):
+  _check_convention(gelu_convention)
+  if gelu_convention == "google" and hidden_act == "gelu":
+    return _GOOGLE_GELU
+  return hidden_act
+
+
+def _write_gelu(hidden_act, gelu_convention):
+  _check_convention(gelu_convention)
+  if gelu_convention != "google":
+    return hidden_act
+  if _ACTIVATIONS.get(hidden_act) is _gelu_tanh:
+    return "gelu"
+  if hidden_act == "gelu":
+    raise ValueError("exact-erf GELU has no name in google-research/bert's "
+                     "config (its \"gelu\" is the tanh approximation)")
+  return hidden_act
 
 
 def _is_number(value):
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def load_config(name_or_path, **overrides):
+def load_config(name_or_path, gelu_convention="hf", **overrides):
   """Loads a config file, or a bundled one by name ("bert_base"), + overrides.
 
-  Callers override `vocab_size` with the size of their vocab file.
+  Callers override `vocab_size` with the size of their vocab file. Pass
+  gelu_convention="google" for a bert_config.json that came with a Google
+  TF1 checkpoint (see BertConfig.from_dict).
   """
   path = name_or_path
   if not os.path.exists(path):
@@ -169,8 +214,14 @@ def load_config(name_or_path, **overrides):
   if not os.path.exists(path):
     raise ValueError(f"{name_or_path}: no such config file or bundled config "
                      f"(bundled: {bundled_config_names()})")
-  config = BertConfig.from_json_file(path)
+  config = BertConfig.from_json_file(path, gelu_convention)
   return config.replace(**overrides) if overrides else config
+
+
+def is_bundled_config(name_or_path):
+  """True for a bundled config name ("tiny_teacher"), not a file path."""
+  return (not os.path.exists(name_or_path) and
+          name_or_path in bundled_config_names())
 
 
 def bundled_config_names():

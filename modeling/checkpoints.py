@@ -252,15 +252,16 @@ _ARCH_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers",
                 "layer_norm_eps")
 
 
-def _config_problems(config_path, model_config):
+def _config_problems(config_path, model_config, gelu_convention):
   """Compares a config file found beside the weights with the model's.
 
   Shapes cannot reveal a different head count or activation, the file can.
+  `gelu_convention` is whose "gelu" the file means (bert_lib.from_dict).
   """
   if not config_path or not os.path.exists(config_path):
     return []
   try:
-    stored = bert_lib.BertConfig.from_json_file(config_path)
+    stored = bert_lib.BertConfig.from_json_file(config_path, gelu_convention)
   except ValueError as e:
     return [str(e)]
   file_name = os.path.basename(config_path)
@@ -312,9 +313,11 @@ def load_google_tf1_checkpoint(model, ckpt_prefix):
   plan = _plan_load(
       model_params(model), shapes, "tf1",
       lambda name: bool(_TF1_IGNORED.search(name)) or name.startswith(skipped))
+  # Google's bert_config.json means the tanh GELU by "gelu": a model built
+  # from it with the default (erf) reading is reported as a mismatch.
   config_path = os.path.join(os.path.dirname(ckpt_prefix), "bert_config.json")
   plan.problems["config mismatch"] += _config_problems(
-      config_path, bert_lib.backbone(model).config)
+      config_path, bert_lib.backbone(model).config, "google")
   plan.raise_if_problems(ckpt_prefix)
   return _assign(plan, reader.get_tensor, "tf1")
 
@@ -330,12 +333,16 @@ def save_google_tf1_checkpoint(model, ckpt_prefix, write_config=True):
   Args:
     model: BertModel, BertPretrainer or BertClassifier.
     ckpt_prefix: e.g. "out/bert_model.ckpt".
-    write_config: also write Google's `bert_config.json` beside it.
+    write_config: also write Google's `bert_config.json` beside it (with
+      Google's meaning of "gelu", the tanh form; an exact-erf model raises
+      ValueError, as Google's code cannot run it).
 
   Returns:
     The checkpoint prefix written.
   """
   ckpt_prefix = os.fspath(ckpt_prefix)
+  config = bert_lib.backbone(model).config
+  google_config = config.to_json_string("google") if write_config else None
   directory = os.path.dirname(ckpt_prefix)
   if directory:
     os.makedirs(directory, exist_ok=True)
@@ -347,8 +354,9 @@ def save_google_tf1_checkpoint(model, ckpt_prefix, write_config=True):
   saver = tf.compat.v1.train.Saver(var_list=named)
   path = saver.save(None, ckpt_prefix, write_meta_graph=False)
   if write_config:
-    bert_lib.backbone(model).config.to_json_file(
-        os.path.join(directory, "bert_config.json"))
+    with open(os.path.join(directory, "bert_config.json"), "w",
+              encoding="utf-8") as f:
+      f.write(google_config)
   return path
 
 
@@ -466,16 +474,16 @@ def load_hf_safetensors(model, directory_or_file):
   if isinstance(model, heads.BertPretrainer):
     plan.problems["other"] += _untied_decoder_problems(tensors)
   plan.problems["config mismatch"] += _config_problems(
-      config_path, bert_lib.backbone(model).config)
+      config_path, bert_lib.backbone(model).config, "hf")
   plan.raise_if_problems(os.fspath(directory_or_file))
   return _assign(plan, tensors.__getitem__, "hf")
 
 
 def _load_own_checkpoint(model, path):
-  # TODO(trainer): restore our own Keras 3 checkpoints (.weights.h5 or the
-  # trainer's tf.train.Checkpoint) here, e.g. model.load_weights(path).
-  raise NotImplementedError(f"checkpoint {path}: loading this project's own "
-                            "Keras checkpoints is not implemented yet")
+  # The trainer's checkpoint layout lives with the trainer; imported here
+  # lazily because that module builds on this one's name mapping.
+  from modeling import training_checkpoints  # pylint: disable=import-outside-toplevel
+  return training_checkpoints.load_model_weights(model, path)
 
 
 def _tf_prefix_in_directory(directory):
@@ -487,11 +495,54 @@ def _tf_prefix_in_directory(directory):
   return indexes[0][:-len(".index")] if len(indexes) == 1 else None
 
 
-def _load_tf_prefix(model, prefix):
+def _tf_prefix_format(prefix):
   shapes = _tf1_reader(prefix).get_variable_to_shape_map()
-  if _is_object_based(shapes):
-    return _load_own_checkpoint(model, prefix)
-  return load_google_tf1_checkpoint(model, prefix)
+  return ("own" if _is_object_based(shapes) else "tf1"), prefix
+
+
+def _resolve_directory(path):
+  """(format or None, path) for a directory."""
+  # A training run's output directory keeps its checkpoints in checkpoints/.
+  run_checkpoints = os.path.join(path, "checkpoints")
+  if os.path.isdir(run_checkpoints) and _tf_prefix_in_directory(
+      run_checkpoints):
+    path = run_checkpoints
+  if glob.glob(os.path.join(path, "model.safetensors*")):
+    return "hf", path
+  prefix = _tf_prefix_in_directory(path)
+  if prefix:
+    return _tf_prefix_format(prefix)
+  if _has_pickle_files(path):
+    _refuse_pickle(path)
+  return None, path
+
+
+def resolve_checkpoint(path):
+  """Returns (format, path) for what load_checkpoint would load.
+
+  format is "tf1" (Google's name-based TF1 layout), "hf" (safetensors) or
+  "own" (this project's trainer checkpoints, or a Keras .weights.h5); path is
+  the prefix/file/directory that format's loader takes.
+
+  Raises:
+    ValueError: pickle files, or nothing loadable at `path`.
+  """
+  path = os.fspath(path)
+  if path.endswith(_PICKLE_SUFFIXES):
+    _refuse_pickle(path)
+  if path.endswith((".safetensors", ".safetensors.index.json")):
+    return "hf", path
+  if path.endswith(".weights.h5"):
+    return "own", path
+  if os.path.exists(path + ".index"):
+    return _tf_prefix_format(path)
+  fmt = None
+  if os.path.isdir(path):
+    fmt, path = _resolve_directory(path)
+  if fmt is None:
+    raise ValueError(f"checkpoint {path}: not a TF checkpoint prefix, "
+                     "safetensors file or a directory holding one")
+  return fmt, path
 
 
 def load_checkpoint(model, path):
@@ -500,28 +551,17 @@ def load_checkpoint(model, path):
   * a TF1 prefix (`path + ".index"` exists), or a directory holding one
     (Google's downloads: bert_model.ckpt.*);
   * a `.safetensors` file, or a directory with model.safetensors;
-  * our own Keras checkpoints (TODO hook for the trainer);
+  * our own trainer checkpoints: a prefix, the checkpoints/ directory or the
+    training run's output directory (its latest checkpoint), or a Keras
+    `.weights.h5` file;
   * pickle files (.bin/.pt/.pth) are refused with a conversion hint.
 
   Returns:
     LoadResult.
   """
-  path = os.fspath(path)
-  if path.endswith(_PICKLE_SUFFIXES):
-    _refuse_pickle(path)
-  if path.endswith((".safetensors", ".safetensors.index.json")):
+  fmt, path = resolve_checkpoint(path)
+  if fmt == "hf":
     return load_hf_safetensors(model, path)
-  if path.endswith((".weights.h5", ".keras")):
-    return _load_own_checkpoint(model, path)
-  if os.path.exists(path + ".index"):
-    return _load_tf_prefix(model, path)
-  if os.path.isdir(path):
-    if glob.glob(os.path.join(path, "model.safetensors*")):
-      return load_hf_safetensors(model, path)
-    prefix = _tf_prefix_in_directory(path)
-    if prefix:
-      return _load_tf_prefix(model, prefix)
-    if _has_pickle_files(path):
-      _refuse_pickle(path)
-  raise ValueError(f"checkpoint {path}: not a TF checkpoint prefix, "
-                   "safetensors file or a directory holding one")
+  if fmt == "tf1":
+    return load_google_tf1_checkpoint(model, path)
+  return _load_own_checkpoint(model, path)

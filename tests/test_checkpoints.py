@@ -4,12 +4,18 @@ The reference forward pass below is written from the BERT paper/Google's
 layout only (it shares no code with modeling/), in float64, and the weights it
 uses are written to real TF1 and safetensors files under Google's and HF's
 names. Sizes are tiny (H=32, 2 layers, S=8) to stay fast on 2 cores.
+
+GELU: a bert_config.json that comes with a Google TF1 checkpoint means the
+tanh approximation by "gelu" (google-research/bert's modeling.py), HF's
+config.json means exact erf. So the TF1 cases read their config the Google
+way and are checked against a tanh reference, the HF cases against erf.
 """
 
 import json
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
@@ -22,6 +28,8 @@ from modeling import heads
 CONFIG = bert.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=4, intermediate_size=64,
                          max_position_embeddings=16, type_vocab_size=2)
+# What reading Google's bert_config.json (hidden_act "gelu") gives.
+TF1_CONFIG = bert.BertConfig.from_dict(CONFIG.to_dict(), gelu_convention="google")
 B, S, P = 2, 8, 3
 
 # ---------------------------------------------------------------------------
@@ -97,8 +105,15 @@ def _dense(x, w, scope):
 _erf = np.vectorize(math.erf)
 
 
-def _gelu(x):
+def gelu_erf(x):
+  """Exact GELU (HF's "gelu")."""
   return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def gelu_tanh(x):
+  """google-research/bert's "gelu": the tanh approximation."""
+  return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) *
+                                  (x + 0.044715 * x ** 3)))
 
 
 def _softmax(x):
@@ -120,7 +135,7 @@ def _attention(x, w, scope, mask, heads_n):
                      f"{scope}/output/LayerNorm")
 
 
-def reference_forward(w, config, inputs):
+def reference_forward(w, config, inputs, gelu):
   w = {k: v.astype(np.float64) for k, v in w.items()}
   ids, mask = inputs["input_ids"], inputs["input_mask"].astype(np.float64)
   x = (w["bert/embeddings/word_embeddings"][ids] +
@@ -130,13 +145,13 @@ def reference_forward(w, config, inputs):
   for layer in range(config.num_hidden_layers):
     p = f"bert/encoder/layer_{layer}"
     x = _attention(x, w, f"{p}/attention", mask, config.num_attention_heads)
-    ffn = _dense(_gelu(_dense(x, w, f"{p}/intermediate/dense")), w,
+    ffn = _dense(gelu(_dense(x, w, f"{p}/intermediate/dense")), w,
                  f"{p}/output/dense")
     x = _layer_norm(ffn + x, w, f"{p}/output/LayerNorm")
   pooled = np.tanh(_dense(x[:, 0], w, "bert/pooler/dense"))
   rows = np.arange(ids.shape[0])[:, None]
   picked = x[rows, inputs["masked_lm_positions"]]  # [B,P,H]
-  t = _gelu(_dense(picked, w, "cls/predictions/transform/dense"))
+  t = gelu(_dense(picked, w, "cls/predictions/transform/dense"))
   t = _layer_norm(t, w, "cls/predictions/transform/LayerNorm")
   mlm = t @ w["bert/embeddings/word_embeddings"].T + w[
       "cls/predictions/output_bias"]
@@ -158,9 +173,9 @@ def _inputs(seed=1):
   }
 
 
-def _assert_matches_reference(model, weights, keys):
+def _assert_matches_reference(model, weights, keys, gelu):
   inputs = _inputs()
-  expected = reference_forward(weights, CONFIG, inputs)
+  expected = reference_forward(weights, CONFIG, inputs, gelu)
   got = model(inputs, training=False)
   for key in keys:
     np.testing.assert_allclose(got[key].numpy(), expected[key], rtol=1e-5,
@@ -243,6 +258,8 @@ def tf1_prefix(weights, tmp_path_factory):
     with_slots[f"{name}/adam_v"] = np.zeros_like(weights[name])
   with_slots["global_step"] = np.array(7, np.int64)
   directory = tmp_path_factory.mktemp("google")
+  # Google's file: "gelu" there is the tanh form.
+  CONFIG.to_json_file(directory / "bert_config.json")
   return write_tf1_checkpoint(with_slots, directory / "bert_model.ckpt")
 
 
@@ -258,12 +275,41 @@ def test_tf1_writer_uses_reference_names(tf1_prefix):
 
 
 def test_tf1_checkpoint_matches_numpy_reference(weights, tf1_prefix):
-  model = heads.BertPretrainer(CONFIG)
+  config = bert.BertConfig.from_json_file(
+      os.path.join(os.path.dirname(tf1_prefix), "bert_config.json"),
+      gelu_convention="google")
+  assert config == TF1_CONFIG and config.hidden_act == "gelu_new"
+  model = heads.BertPretrainer(config)
   result = checkpoints.load_google_tf1_checkpoint(model, tf1_prefix)
   assert len(result.loaded) == len(_google_names(CONFIG))
   assert "global_step" in result.ignored
   assert "bert/pooler/dense/kernel/adam_m" in result.ignored
-  _assert_matches_reference(model, weights, PRETRAINER_KEYS)
+  _assert_matches_reference(model, weights, PRETRAINER_KEYS, gelu_tanh)
+
+
+def test_gelu_conventions_are_distinguishable(weights):
+  # The two references differ well above the 1e-5 tolerance, so the TF1
+  # and HF tests really check which GELU each import uses.
+  inputs = _inputs()
+  erf = reference_forward(weights, CONFIG, inputs, gelu_erf)["mlm_logits"]
+  tanh = reference_forward(weights, CONFIG, inputs, gelu_tanh)["mlm_logits"]
+  assert np.abs(erf - tanh).max() > 1e-4
+
+
+def test_erf_model_with_google_config_is_a_mismatch(tf1_prefix):
+  # Built from Google's file read the HF way: the loader says so.
+  with pytest.raises(ValueError, match="config mismatch.*hidden_act.*gelu_new"):
+    checkpoints.load_google_tf1_checkpoint(heads.BertPretrainer(CONFIG),
+                                           tf1_prefix)
+
+
+def test_google_config_round_trip_keeps_google_gelu(tmp_path):
+  path = tmp_path / "bert_config.json"
+  TF1_CONFIG.to_json_file(path, gelu_convention="google")
+  assert json.loads(path.read_text())["hidden_act"] == "gelu"
+  assert bert.BertConfig.from_json_file(path, "google") == TF1_CONFIG
+  with pytest.raises(ValueError, match="exact-erf GELU"):
+    CONFIG.to_json_string(gelu_convention="google")
 
 
 def test_tf1_checkpoint_into_bare_encoder_skips_heads(weights, tf1_prefix):
@@ -271,11 +317,11 @@ def test_tf1_checkpoint_into_bare_encoder_skips_heads(weights, tf1_prefix):
   # Google's downloads have no "checkpoint" state file: find the .index.
   if os.path.exists(os.path.join(directory, "checkpoint")):
     os.remove(os.path.join(directory, "checkpoint"))
-  model = bert.BertModel(CONFIG)
+  model = bert.BertModel(TF1_CONFIG)
   result = checkpoints.load_checkpoint(model, directory)
   assert "cls/predictions/output_bias" in result.ignored
   _assert_matches_reference(model, weights, ("sequence_output",
-                                             "pooled_output"))
+                                             "pooled_output"), gelu_tanh)
 
 
 def test_tf1_errors_list_all_problems(weights, tmp_path):
@@ -284,7 +330,7 @@ def test_tf1_errors_list_all_problems(weights, tmp_path):
   broken["bert/encoder/layer_0/attention/self/extra"] = np.zeros(3, np.float32)
   broken["bert/pooler/dense/kernel"] = np.zeros((32, 31), np.float32)
   prefix = write_tf1_checkpoint(broken, tmp_path / "bert_model.ckpt")
-  model = bert.ensure_built(heads.BertPretrainer(CONFIG))
+  model = bert.ensure_built(heads.BertPretrainer(TF1_CONFIG))
   before = model.bert.pooler.bias.numpy().copy()
   with pytest.raises(ValueError) as error:
     checkpoints.load_google_tf1_checkpoint(model, prefix)
@@ -302,23 +348,25 @@ def test_tf1_config_mismatch_is_reported(weights, tmp_path):
   CONFIG.replace(num_attention_heads=8).to_json_file(
       tmp_path / "bert_config.json")
   with pytest.raises(ValueError, match="config mismatch.*num_attention_heads"):
-    checkpoints.load_google_tf1_checkpoint(heads.BertPretrainer(CONFIG),
+    checkpoints.load_google_tf1_checkpoint(heads.BertPretrainer(TF1_CONFIG),
                                            prefix)
 
 
 def test_tf1_export_round_trip(weights, tf1_prefix, tmp_path):
-  source = heads.BertPretrainer(CONFIG)
+  source = heads.BertPretrainer(TF1_CONFIG)
   checkpoints.load_google_tf1_checkpoint(source, tf1_prefix)
   prefix = checkpoints.save_google_tf1_checkpoint(source,
                                                   tmp_path / "bert_model.ckpt")
   stored = dict(tf.train.list_variables(prefix))
   assert stored == {name: list(shape)
                     for name, shape in _google_names(CONFIG).items()}
-  assert bert.BertConfig.from_json_file(tmp_path / "bert_config.json") == (
-      CONFIG)
-  target = heads.BertPretrainer(CONFIG)
+  # Written for Google's code: its "gelu" is what the model computes.
+  written = tmp_path / "bert_config.json"
+  assert json.loads(written.read_text())["hidden_act"] == "gelu"
+  assert bert.BertConfig.from_json_file(written, "google") == TF1_CONFIG
+  target = heads.BertPretrainer(TF1_CONFIG)
   checkpoints.load_checkpoint(target, prefix)
-  _assert_matches_reference(target, weights, PRETRAINER_KEYS)
+  _assert_matches_reference(target, weights, PRETRAINER_KEYS, gelu_tanh)
 
 
 # ---------------------------------------------------------------------------
@@ -330,7 +378,7 @@ def test_hf_safetensors_matches_numpy_reference(weights, tmp_path):
   model = heads.BertPretrainer(CONFIG)
   result = checkpoints.load_checkpoint(model, directory)
   assert "cls.predictions.decoder.weight" in result.ignored
-  _assert_matches_reference(model, weights, PRETRAINER_KEYS)
+  _assert_matches_reference(model, weights, PRETRAINER_KEYS, gelu_erf)
 
 
 def test_hf_bare_model_names_and_legacy_layer_norm(weights, tmp_path):
@@ -348,7 +396,7 @@ def test_hf_bare_model_names_and_legacy_layer_norm(weights, tmp_path):
   model = bert.BertModel(CONFIG)
   checkpoints.load_checkpoint(model, path)
   _assert_matches_reference(model, weights, ("sequence_output",
-                                             "pooled_output"))
+                                             "pooled_output"), gelu_erf)
 
 
 def test_hf_errors_list_all_problems(weights, tmp_path):
@@ -382,12 +430,79 @@ def test_pickle_files_are_refused(tmp_path, filename):
     checkpoints.load_hf_safetensors(model, path)
 
 
-def test_own_keras_checkpoints_hook_and_unreadable_paths(tmp_path):
-  model = bert.BertModel(CONFIG)
+# ---------------------------------------------------------------------------
+# This project's own (trainer) checkpoints.
+
+
+def _write_trainer_checkpoint(model, directory):
+  """A checkpoint laid out as the trainer writes it (model + optimizer)."""
   bert.ensure_built(model)
-  prefix = tf.train.Checkpoint(model=model).write(os.fspath(tmp_path / "ck"))
-  with pytest.raises(NotImplementedError):
+  optimizer = keras.optimizers.AdamW(1e-3)
+  optimizer.build(model.trainable_variables)
+  os.makedirs(directory, exist_ok=True)
+  bert.backbone(model).config.to_json_file(
+      os.path.join(directory, "bert_config.json"))
+  return tf.train.Checkpoint(model=model, optimizer=optimizer,
+                             step=tf.Variable(3, dtype=tf.int64)).write(
+                                 os.path.join(directory, "ckpt-3"))
+
+
+@pytest.fixture(scope="module")
+def trained(weights, tmp_path_factory):
+  """(prefix, source pretrainer) of a trainer checkpoint with known weights."""
+  source = bert.ensure_built(heads.BertPretrainer(CONFIG))
+  for param in checkpoints.model_params(source):
+    value = weights[param.tf1_name]
+    param.variable.assign(value.T if param.tf1_transposed else value)
+  directory = tmp_path_factory.mktemp("own") / "checkpoints"
+  return _write_trainer_checkpoint(source, str(directory)), source
+
+
+@pytest.mark.parametrize("make", [
+    lambda: heads.BertPretrainer(CONFIG),
+    lambda: bert.BertModel(CONFIG),
+    lambda: heads.BertClassifier(CONFIG, num_labels=3)])
+def test_own_checkpoint_loads_into_each_model(trained, weights, make):
+  prefix, _ = trained
+  model = make()
+  result = checkpoints.load_checkpoint(model, prefix)
+  keys = ("sequence_output", "pooled_output")
+  if isinstance(model, heads.BertPretrainer):
+    keys = PRETRAINER_KEYS
+    assert len(result.loaded) == len(_google_names(CONFIG))
+  else:
+    assert "cls/predictions/output_bias" in result.ignored
+  _assert_matches_reference(model, weights, keys, gelu_erf)
+
+
+def test_own_checkpoint_directory_and_run_directory(trained, weights):
+  prefix, _ = trained
+  run_dir = os.path.dirname(os.path.dirname(prefix))
+  for path in (os.path.dirname(prefix), run_dir):
+    assert checkpoints.resolve_checkpoint(path) == ("own", prefix)
+    model = bert.BertModel(CONFIG)
+    checkpoints.load_checkpoint(model, path)
+    _assert_matches_reference(model, weights, ("sequence_output",
+                                               "pooled_output"), gelu_erf)
+
+
+def test_own_checkpoint_mismatch_is_atomic(trained, tmp_path):
+  prefix, _ = trained
+  other = CONFIG.replace(vocab_size=60)
+  model = bert.ensure_built(heads.BertPretrainer(other))
+  before = model.bert.pooler.bias.numpy().copy()
+  with pytest.raises(ValueError) as error:
     checkpoints.load_checkpoint(model, prefix)
+  message = str(error.value)
+  assert "bert/embeddings/word_embeddings: ckpt (50, 32) vs model (60, 32)" in (
+      message)
+  assert "config mismatch [vocab_size: bert_config.json 50 vs model 60]" in (
+      message)
+  np.testing.assert_array_equal(model.bert.pooler.bias.numpy(), before)
+
+
+def test_unreadable_paths(tmp_path):
+  model = bert.BertModel(CONFIG)
   with pytest.raises(ValueError, match="not a TF checkpoint prefix"):
     checkpoints.load_checkpoint(model, tmp_path / "nothing_here")
   junk = tmp_path / "junk.safetensors"
