@@ -7,8 +7,8 @@ this schema here rather than declaring their own.
 
 import dataclasses
 
-# Shape kinds: "seq" = [max_seq_length], "pred" = [max_predictions_per_seq], or a
-# fixed int length.
+# Shape kinds: "seq" = [max_seq_length], "pred" = [max_predictions_per_seq],
+# "labels" = [num_labels] (classification tasks), or a fixed int length.
 INT64, FLOAT, BYTES = "int64", "float", "bytes"
 
 
@@ -18,9 +18,9 @@ class Feature:
   dtype: str  # INT64, FLOAT or BYTES (tf.train.Example's Int64List/FloatList/BytesList)
   shape: object  # "seq", "pred" or an int; BYTES features hold one value (shape 1)
 
-  def length(self, max_seq_length, max_predictions_per_seq):
-    return {"seq": max_seq_length, "pred": max_predictions_per_seq}.get(
-        self.shape, self.shape)
+  def length(self, max_seq_length, max_predictions_per_seq, num_labels=None):
+    return {"seq": max_seq_length, "pred": max_predictions_per_seq,
+            "labels": num_labels}.get(self.shape, self.shape)
 
 
 PRETRAINING_FEATURES = (
@@ -54,11 +54,29 @@ TEACHER_FEATURES = (
 DISTILL_FEATURES = PRETRAINING_FEATURES + TEACHER_FEATURES
 
 
-def feature_lengths(features, max_seq_length, max_predictions_per_seq):
-  return {f.name: f.length(max_seq_length, max_predictions_per_seq) for f in features}
+# Classification records (task-specific distillation): google-research/bert's
+# run_classifier features. The "pred" length is unused by them.
+CLASSIFICATION_FEATURES = (
+    Feature("input_ids", INT64, "seq"),
+    Feature("input_mask", INT64, "seq"),
+    Feature("segment_ids", INT64, "seq"),
+    Feature("label_ids", INT64, 1),
+)
+# Task distill records = classification records + the fine-tuned teacher's full
+# logits (temperature 1; the student applies T). [num_labels] float32: small
+# enough that truncation buys nothing.
+TASK_TEACHER_FEATURES = (
+    Feature("teacher_logits", FLOAT, "labels"),
+)
+TASK_DISTILL_FEATURES = CLASSIFICATION_FEATURES + TASK_TEACHER_FEATURES
 
 
-def tf_feature_spec(features, max_seq_length, max_predictions_per_seq):
+def feature_lengths(features, max_seq_length, max_predictions_per_seq, num_labels=None):
+  return {f.name: f.length(max_seq_length, max_predictions_per_seq, num_labels)
+          for f in features}
+
+
+def tf_feature_spec(features, max_seq_length, max_predictions_per_seq=0, num_labels=None):
   """{name: tf.io.FixedLenFeature} for tf.io.parse_example (imports TF lazily)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   dtypes = {INT64: tf.int64, FLOAT: tf.float32}
@@ -68,5 +86,5 @@ def tf_feature_spec(features, max_seq_length, max_predictions_per_seq):
       spec[f.name] = tf.io.FixedLenFeature([], tf.string)
     else:
       spec[f.name] = tf.io.FixedLenFeature(
-          [f.length(max_seq_length, max_predictions_per_seq)], dtypes[f.dtype])
+          [f.length(max_seq_length, max_predictions_per_seq, num_labels)], dtypes[f.dtype])
   return spec
