@@ -89,7 +89,7 @@ def test_output_dir_contract(straight, corpus, tiny_config):
   config = json.load(open(os.path.join(out, "train_config.json")))
   assert config["flags"]["num_train_steps"] == STEPS
   assert config["identity"]["bert_config"]["vocab_size"] == 400
-  assert config["records_manifest_sha256"] and config["code_version"]
+  assert config["input_manifest_sha256"] and config["code_version"]
   again = run_tool("pretrain", *_flags(corpus, tiny_config, out))
   assert "nothing to do" in again.stdout
   other = run_tool("pretrain", *_flags(corpus, tiny_config, out),

@@ -36,6 +36,7 @@ flags.DEFINE_integer("seed", 12345, "Seed of init, dropout and input order.")
 flags.DEFINE_integer("shuffle_buffer_size", 1000, "Records shuffled (<=1: off).")
 flags.DEFINE_bool("deterministic", False, "TF op determinism (bitwise resume).")
 flags.DEFINE_integer("intra_op_threads", 0, "TF threads per rank (0: auto).")
+flags.DEFINE_bool("use_xla_gpu", False, "XLA-compile the steps (GPU only).")
 flags.DEFINE_bool("overwrite", False, "Replace an output dir made with other settings.")
 
 # The flags above that change the trained weights: part of a run's identity.
@@ -78,10 +79,13 @@ def create_optimizer(variables, world):
 
 
 def trainer_config():
+  jit = FLAGS.use_xla_gpu and bool(distributed.gpus())
+  if FLAGS.use_xla_gpu and not jit:
+    print("--use_xla_gpu ignored: no GPU visible", file=sys.stderr)
   return trainer.TrainerConfig(
       FLAGS.num_train_steps, FLAGS.train_batch_size, FLAGS.gradient_accumulation_steps,
       FLAGS.save_checkpoints_steps, FLAGS.keep_checkpoint_max, FLAGS.eval_every_steps,
-      FLAGS.log_every_steps)
+      FLAGS.log_every_steps, jit)
 
 
 def write_train_config(out, identity, manifest):

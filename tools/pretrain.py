@@ -6,20 +6,17 @@
 
 Resumes from output_dir's latest checkpoint; a finished run is a no-op. Phase 2
 (longer sequences): new records and output dir, --init_checkpoint=<phase 1 dir>.
+Training-loop flags (batch, steps, optimizer, precision, ...): _training_flags.py.
 """
 
-import sys
-
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
+import _training_flags as training
 from absl import flags
 from absl import logging
 import keras
-import tensorflow as tf
 
-from modeling import checkpoints, distributed, export, heads, optimization
-from modeling import pretraining, trainer
+from modeling import checkpoints, export, heads, pretraining, trainer
 from pipeline import cli, dataset, stage
-from pipeline import distributed as launch  # mpirun detection
 from pipeline.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -29,90 +26,35 @@ flags.DEFINE_string("input_dir", None, "create_pretraining_data output.", requir
 flags.DEFINE_string("output_dir", None, "Checkpoints, logs, eval results.", required=True)
 flags.DEFINE_string("init_checkpoint", None, "Initial weights: Google TF1, HF safetensors, "
                     "or one of our runs (phase 1's output dir).")
-flags.DEFINE_integer("train_batch_size", 32, "Global batch: all ranks, all micro-steps.")
-flags.DEFINE_integer("eval_batch_size", 32, "Eval batch per rank.")
-flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate.")
-flags.DEFINE_integer("num_train_steps", 100000, "Optimizer steps.")
-flags.DEFINE_integer("num_warmup_steps", 10000, "Linear warmup steps.")
-flags.DEFINE_enum("optimizer", "lamb", optimization.OPTIMIZERS, "Optimizer.")
-flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not LayerNorm/bias).")
-flags.DEFINE_integer("gradient_accumulation_steps", 1, "Micro-steps per step.")
 flags.DEFINE_integer("max_seq_length", None, "Must equal the records' (default: theirs).")
 flags.DEFINE_integer("max_predictions_per_seq", None, "Must equal the records'.")
-flags.DEFINE_enum("mixed_precision", "none", list(optimization.PRECISION_POLICIES),
-                  "Compute precision (variables stay float32).")
-flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint interval.")
-flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
-flags.DEFINE_integer("eval_every_steps", 0, "Eval interval (0: at the end only).")
-flags.DEFINE_integer("log_every_steps", 100, "Progress/TensorBoard interval.")
-flags.DEFINE_bool("scale_lr_with_world_size", False, "learning_rate x number of ranks.")
-flags.DEFINE_bool("use_horovod", False, "Horovod even if not started by mpirun.")
-flags.DEFINE_integer("seed", 12345, "Seed of init, dropout and input order.")
-flags.DEFINE_integer("shuffle_buffer_size", 1000, "Records shuffled (<=1: off).")
-flags.DEFINE_bool("deterministic", False, "TF op determinism (bitwise resume).")
-flags.DEFINE_bool("use_xla_gpu", False, "XLA-compile the steps (GPU only).")
-flags.DEFINE_integer("intra_op_threads", 0, "TF threads per rank (0: auto).")
 flags.DEFINE_string("export_dir", None, "Also write a SavedModel here at the end.")
-flags.DEFINE_bool("overwrite", False, "Replace an output dir made with other settings.")
 
-# Flags that change the trained weights: they identify the run (with the
-# model config, the records and the number of ranks).
-_RESULT_FLAGS = ("init_checkpoint", "train_batch_size", "learning_rate",
-                 "num_train_steps", "num_warmup_steps", "optimizer", "weight_decay",
-                 "gradient_accumulation_steps", "mixed_precision",
-                 "scale_lr_with_world_size", "seed", "shuffle_buffer_size", "deterministic")
+# With the model config, the records and the number of ranks: the run's identity.
+_RESULT_FLAGS = training.RESULT_FLAGS + ("init_checkpoint",)
 
 
 def _build(config, world):
   # Per-rank seeds give each rank its own dropout masks; the initial weights
   # are rank 0's (broadcast by the trainer).
   keras.utils.set_random_seed(FLAGS.seed + world.rank)
-  policy = optimization.PRECISION_POLICIES[FLAGS.mixed_precision]
-  model = heads.BertPretrainer(config, dtype=policy)
+  model = heads.BertPretrainer(config, dtype=training.precision_policy())
   model.build(None)
   if FLAGS.init_checkpoint:
     try:
       checkpoints.load_checkpoint(model, FLAGS.init_checkpoint)
     except ValueError as e:
       raise InputError(FLAGS.init_checkpoint, str(e)) from None
-  lr = optimization.scaled_learning_rate(FLAGS.learning_rate, world.size,
-                                         FLAGS.scale_lr_with_world_size)
-  schedule = optimization.WarmupPolynomialDecay(lr, FLAGS.num_train_steps,
-                                                FLAGS.num_warmup_steps)
-  optimizer = optimization.create_optimizer(
-      FLAGS.optimizer, schedule, model.trainable_variables, FLAGS.weight_decay,
-      mixed_precision=FLAGS.mixed_precision)
-  return model, optimizer
+  return model, training.create_optimizer(model.trainable_variables, world)
 
 
 def _datasets(shapes, world):
-  try:
-    micro = pretraining.per_rank_batch_size(
-        FLAGS.train_batch_size, world.size, FLAGS.gradient_accumulation_steps)
-  except ValueError as e:
-    raise InputError("--train_batch_size", str(e)) from None
+  micro = training.micro_batch_size(world)
   train = dataset.train_dataset(FLAGS.input_dir, micro, *shapes, FLAGS.seed,
                                 world.rank, world.size, FLAGS.shuffle_buffer_size)
   evals = dataset.eval_dataset(FLAGS.input_dir, FLAGS.eval_batch_size, *shapes,
                                world.rank, world.size)
   return train, evals
-
-
-def _trainer_config(world):
-  jit = FLAGS.use_xla_gpu and bool(distributed.gpus())
-  if FLAGS.use_xla_gpu and not jit and world.is_chief:
-    print("pretrain: --use_xla_gpu ignored: no GPU visible", file=sys.stderr)
-  return trainer.TrainerConfig(
-      FLAGS.num_train_steps, FLAGS.train_batch_size, FLAGS.gradient_accumulation_steps,
-      FLAGS.save_checkpoints_steps, FLAGS.keep_checkpoint_max,
-      FLAGS.eval_every_steps, FLAGS.log_every_steps, jit)
-
-
-def _write_train_config(out, identity, manifest):
-  flag_values = {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])}
-  stage.atomic_write_text(out.path("train_config.json"), stage.json_dumps(dict(
-      flags=flag_values, identity=identity, records=manifest["_dir"],
-      records_manifest_sha256=manifest["_sha256"], code_version=stage.code_version())))
 
 
 def _finish(out, summary, model):
@@ -126,10 +68,7 @@ def _finish(out, summary, model):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # TF's savers log INFO per save.
-  world = distributed.initialize(FLAGS.use_horovod or launch.launched_by_mpi(),
-                                 FLAGS.intra_op_threads)
-  if FLAGS.deterministic:
-    tf.config.experimental.enable_op_determinism()
+  world = training.initialize_world()
   manifest = stage.read_input(FLAGS.input_dir, "create_pretraining_data")
   shapes = pretraining.records_shapes(manifest, FLAGS.max_seq_length,
                                       FLAGS.max_predictions_per_seq)
@@ -146,10 +85,10 @@ def main(argv):
       print(f"pretrain: {FLAGS.output_dir} is complete (nothing to do)")
     return
   if world.is_chief:
-    _write_train_config(out, identity, manifest)
+    training.write_train_config(out, identity, manifest)
   model, optimizer = _build(config, world)
   loop = trainer.Trainer(model, optimizer, pretraining.PretrainingTask(),
-                         _trainer_config(world), FLAGS.output_dir, world)
+                         training.trainer_config(), FLAGS.output_dir, world)
   summary = loop.train(train, evals)
   if world.is_chief:
     _finish(out, summary, model)
