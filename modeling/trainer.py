@@ -6,7 +6,13 @@ The loss is pluggable: a task object provides
   eval_sums(model, batch) -> {name: (numerator, denominator)}
   eval_metrics: the names eval_sums returns
 
-and the trainer does the rest: tf.function steps on fixed shapes, gradient
+or, for metrics that do not add up over batches (F1, AUC), evaluate(model,
+eval_dataset, world) -> {name: float} instead of eval_sums. An optional
+on_eval(step, results) callback runs on rank 0 after each evaluation (e.g.
+to keep the best checkpoint); evaluation comes before the checkpoint of the
+same step, so a run killed in between evaluates that step again on resume.
+
+The trainer does the rest: tf.function steps on fixed shapes, gradient
 accumulation in float32 variables, loss scaling (a Keras LossScaleOptimizer
 for fp16), Horovod gradient averaging, checkpoints with exact resume
 (modeling/training_checkpoints.py), periodic eval, TensorBoard, JSON results
@@ -77,8 +83,9 @@ class Trainer:
   """Trains `model` with `optimizer` (built) on `task`'s loss."""
 
   def __init__(self, model, optimizer, task, config, output_dir=None,
-               world=None, stream=None):
+               world=None, stream=None, on_eval=None):
     self._model, self._optimizer, self._task = model, optimizer, task
+    self._on_eval = on_eval
     self._config = config
     self._output_dir = output_dir
     self._world = world or distributed.SingleProcess()
@@ -157,6 +164,8 @@ class Trainer:
 
   def evaluate(self, eval_dataset):
     """Exact metrics over the whole eval set (all ranks' shares summed)."""
+    if hasattr(self._task, "evaluate"):
+      return self._task.evaluate(self._model, eval_dataset, self._world)
     if self._eval_fn is None:
       self._eval_fn = tf.function(
           lambda batch: self._task.eval_sums(self._model, batch),
@@ -210,11 +219,11 @@ class Trainer:
       meter.tick(step)
       if step % self._config.log_every_steps == 0 or step == total:
         self._log_train(step, metrics, meter)
+      if self._periodic_eval_due(step, eval_dataset):
+        self._record_eval(step, self.evaluate(eval_dataset))
       if checkpoint and step % self._config.save_checkpoints_steps == 0:
         checkpoint.save(step)
         saved = step
-      if self._periodic_eval_due(step, eval_dataset):
-        self._record_eval(step, self.evaluate(eval_dataset))
     if checkpoint and saved != step:
       checkpoint.save(step)
     results = None
@@ -264,6 +273,8 @@ class Trainer:
         tf.summary.scalar(f"eval/{name}", value)
     self._writer.flush()
     append_eval_results(self._output_dir, step, results)
+    if self._on_eval:
+      self._on_eval(step, results)
 
 
 def append_eval_results(output_dir, step, results):

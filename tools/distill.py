@@ -7,6 +7,7 @@
   mpirun -np 8 python tools/distill.py ... (Horovod, one rank per GPU)
 
 Losses and options: modeling/distillation.py; training flags: _training_flags.py.
+--task: task-specific distillation of a classifier (tools/_task_distill.py).
 The output dir behaves as tools/pretrain.py's (resume, no-op rerun, --overwrite,
 TensorBoard, eval JSON); export it with tools/export.py --checkpoint=<output_dir>.
 """
@@ -16,6 +17,7 @@ import os
 
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 import _training_flags as training
+import _task_distill  # --task: task-specific distillation of a classifier.
 from absl import flags
 from absl import logging
 import keras
@@ -129,6 +131,8 @@ def _finish(out, summary):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # TF's savers log INFO per save.
+  if FLAGS.task:
+    return _task_distill.main()
   world = training.initialize_world()
   manifest, spec = _inputs()
   dconfig = _distill_config(spec)
