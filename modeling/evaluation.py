@@ -314,28 +314,33 @@ def serving_fn(model, batch_size, seq_length, num_predictions):
   return forward
 
 
-def _timed_call(fn, inputs):
+def _timed_call(fn, inputs, output):
   """Seconds of one call, waiting for its result (one op: all outputs)."""
   start = time.perf_counter()
-  fn(inputs)["nsp_logits"].numpy()
+  fn(inputs)[output].numpy()
   return time.perf_counter() - start
 
 
-def _speed_cases(models, settings):
-  """{name: {"latency"|"throughput": (compiled fn, inputs)}}."""
+def pretraining_case(model, batch_size, settings):
+  """(compiled forward pass, synthetic inputs, a small output to wait on)."""
   s, p = settings.seq_length, settings.num_predictions
+  batch = dataset.synthetic_batch(batch_size, s, p, model.config.vocab_size, seed=0)
+  inputs = {k: batch[k] for k in pretraining.MODEL_INPUTS}
+  return serving_fn(model, batch_size, s, p), inputs, "nsp_logits"
+
+
+def _speed_cases(models, settings, make_case):
+  """{name: {"latency"|"throughput": make_case's (fn, inputs, output)}}."""
+  s = settings.seq_length
   cases = {}
   for name, model in models.items():
     config = bert_lib.backbone(model).config
     if s > config.max_position_embeddings:
       raise InputError(name, f"seq_length {s} exceeds max_position_embeddings "
                        f"{config.max_position_embeddings}")
-    cases[name] = {}
-    for kind, b in (("latency", settings.latency_batch),
-                    ("throughput", settings.throughput_batch)):
-      batch = dataset.synthetic_batch(b, s, p, config.vocab_size, seed=0)
-      inputs = {k: batch[k] for k in pretraining.MODEL_INPUTS}
-      cases[name][kind] = (serving_fn(model, b, s, p), inputs)
+    cases[name] = {kind: make_case(model, b, settings)
+                   for kind, b in (("latency", settings.latency_batch),
+                                   ("throughput", settings.throughput_batch))}
   return cases
 
 
@@ -346,15 +351,16 @@ def _stats(values):
           "min": float(values.min()), "samples": values.round(6).tolist()}
 
 
-def measure_speed(models, settings):
+def measure_speed(models, settings, make_case=pretraining_case):
   """Latency (ms) and throughput (sequences/s) of {name: model}.
 
   Every repeat times each model once per kind, in an order rotated by one
   model per repeat, so slow phases of a shared machine hit all models.
+  make_case(model, batch size, settings) -> (compiled fn, inputs, output).
   """
-  cases = _speed_cases(models, settings)
+  cases = _speed_cases(models, settings, make_case)
   for kinds in cases.values():
-    for fn, inputs in kinds.values():
+    for fn, inputs, _ in kinds.values():
       for _ in range(settings.warmup + 1):  # +1: tracing is not warm-up
         fn(inputs)
   names = list(models)
@@ -377,16 +383,16 @@ def _ratio(a, b):
   return a / b if a is not None and b else None
 
 
-def compare(results):
-  """Adds speedup, throughput ratio and accuracy kept to each result
-  ({"latency_ms", "throughput", "metrics", ...}) vs the first (the teacher)."""
+def compare(results, metric="mlm_accuracy"):
+  """Adds speedup, throughput ratio and accuracy kept (of `metric`) to each
+  result ({"latency_ms", "throughput", "metrics", ...}) vs the first (the
+  teacher)."""
   ref = results[0]
   for r in results:
     r["speedup"] = _ratio(ref["latency_ms"]["mean"], r["latency_ms"]["mean"])
     r["throughput_ratio"] = _ratio(r["throughput"]["mean"],
                                    ref["throughput"]["mean"])
-    r["accuracy_kept"] = _ratio(r["metrics"]["mlm_accuracy"],
-                                ref["metrics"]["mlm_accuracy"])
+    r["accuracy_kept"] = _ratio(r["metrics"][metric], ref["metrics"][metric])
   return results
 
 
@@ -440,9 +446,10 @@ def _row(cells):
   return "| " + " | ".join(cells) + " |"
 
 
-def markdown_table(results):
-  """One row per model; numbers right-aligned."""
-  cols = columns(results)
+def markdown_table(results, cols=None):
+  """One row per model; numbers right-aligned. cols: (header, formatter)
+  pairs, default columns(results)."""
+  cols = cols or columns(results)
   lines = [_row(h for h, _ in cols), "|---" + "|---:" * (len(cols) - 1) + "|"]
   lines += [_row(f(r) for _, f in cols) for r in results]
   return "\n".join(lines) + "\n"
@@ -479,8 +486,9 @@ def markdown_report(report):
       ""])
 
 
-def write_plot(results, path, latency_batch=1):
-  """Held-out MLM accuracy vs latency, one labelled point per model (PNG)."""
+def write_plot(results, path, latency_batch=1, metric="mlm_accuracy",
+               label="held-out MLM accuracy"):
+  """Held-out `metric` vs latency, one labelled point per model (PNG)."""
   # Imported here: only the report needs matplotlib. The Agg canvas itself,
   # not pyplot: no global state, no display.
   # pylint: disable=import-outside-toplevel
@@ -491,13 +499,13 @@ def write_plot(results, path, latency_batch=1):
   ax = fig.add_subplot()
   for r in results:
     x, xerr = r["latency_ms"]["mean"], r["latency_ms"]["std"]
-    y = r["metrics"]["mlm_accuracy"]
+    y = r["metrics"][metric]
     if y is None:  # no masked positions: nothing to place (the table says n/a)
       continue
     ax.errorbar([x], [y], xerr=[xerr], fmt="o", capsize=3)
     ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 6))
   ax.set_xlabel(f"latency at batch {latency_batch} (ms, mean ± std)")
-  ax.set_ylabel("held-out MLM accuracy")
+  ax.set_ylabel(label)
   ax.set_title("Accuracy vs latency")
   ax.grid(True, alpha=0.3)
   fig.tight_layout()

@@ -8,6 +8,10 @@ an empty config means the one beside the checkpoint. All models are measured in
 one run with their repeats interleaved (see modeling/evaluation.py). Writes
 benchmark.md (the table), benchmark.json (every number and sample, the load
 average, settings) and benchmark.png (held-out MLM accuracy vs latency).
+
+With --task: classifiers on classification records (teacher, student
+fine-tuned without a teacher, distilled student): size, parameters, latency
+at batch 1, throughput and the task metrics (tools/_task_eval.py).
 """
 
 import dataclasses
@@ -15,6 +19,7 @@ import os
 import platform
 
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
+import _task_eval
 from absl import flags
 import tensorflow as tf
 
@@ -28,11 +33,16 @@ flags.DEFINE_list("models", None, "name=config:checkpoint,... (first = reference
 flags.DEFINE_string("input_dir", None, "create_pretraining_data or "
                     "extract_teacher_labels output (held-out metrics).", required=True)
 flags.DEFINE_string("output_dir", None, "Where benchmark.md/.json/.png go.", required=True)
-flags.DEFINE_enum("split", "eval", dataset.SPLITS, "Records split for the metrics.")
+flags.DEFINE_enum("split", None, dataset.SPLITS + ("dev", "test"), "Records split "
+                  "for the metrics (default: eval; dev with --task).")
+flags.DEFINE_bool("task", False, "Classifiers on classification records.")
+flags.DEFINE_string("vocab_file", None, "With --task: refuse records made with "
+                    "another vocab.")
 flags.DEFINE_integer("eval_batch_size", 32, "Batch of the metrics pass.", lower_bound=1)
 flags.DEFINE_integer("max_eval_batches", None, "Metrics on this many batches only.",
                      lower_bound=1)
-flags.DEFINE_integer("seq_length", 128, "Sequence length of the timed inputs.")
+flags.DEFINE_integer("seq_length", None, "Sequence length of the timed inputs "
+                     "(default: 128; the records' with --task).")
 flags.DEFINE_integer("num_predictions", 20, "Masked positions per timed sequence.")
 flags.DEFINE_integer("latency_batch", 1, "Batch of the latency calls.")
 flags.DEFINE_integer("throughput_batch", 128, "Batch of the throughput calls.")
@@ -57,7 +67,7 @@ def _model_specs():
 def _settings():
   try:
     return evaluation.SpeedSettings(
-        FLAGS.seq_length, FLAGS.latency_batch, FLAGS.throughput_batch,
+        FLAGS.seq_length or 128, FLAGS.latency_batch, FLAGS.throughput_batch,
         FLAGS.repeats, FLAGS.warmup, FLAGS.num_predictions)
   except ValueError as e:
     raise InputError("flags", str(e)) from None
@@ -110,8 +120,12 @@ def _report(inp, results, settings, load_before, load_after):
 
 def main(argv):
   del argv
+  if FLAGS.task:
+    return _task_eval.benchmark(_model_specs())
+  if FLAGS.split not in (None,) + dataset.SPLITS:
+    raise InputError("--split", f"pretraining records have splits {dataset.SPLITS}")
   specs, settings = _model_specs(), _settings()
-  inp = evaluation.read_eval_input(FLAGS.input_dir, FLAGS.split)
+  inp = evaluation.read_eval_input(FLAGS.input_dir, FLAGS.split or "eval")
   models, results = _held_out(specs, inp)
   # The load average says how noisy the machine was while timing.
   before = os.getloadavg()

@@ -11,24 +11,35 @@ defaults to the config beside it. Metrics: MLM accuracy, top-5 accuracy, loss an
 perplexity, NSP accuracy and loss; on distill records (extract_teacher_labels
 output) also agreement with the teacher's cached top-1 and the KL to its cached
 top-K, renormalized (see modeling/evaluation.py).
+
+With --task: a classifier on classification records (accuracy, precision,
+recall, F1, MCC, ROC-AUC, loss, per-class report; see tools/_task_eval.py).
 """
 
 import os
 import time
 
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
+import _task_eval
 from absl import flags
 
 from modeling import evaluation
 from pipeline import cli, dataset, stage
+from pipeline.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Weights to evaluate.", required=True)
 flags.DEFINE_string("bert_config_file", None, "bert_config.json or a bundled config "
                     "name (default: the config beside the checkpoint).")
 flags.DEFINE_string("input_dir", None, "create_pretraining_data or "
-                    "extract_teacher_labels output.", required=True)
-flags.DEFINE_enum("split", "eval", dataset.SPLITS, "Records split to evaluate.")
+                    "extract_teacher_labels output (with --task: "
+                    "create_classification_data or extract_teacher_labels --task).",
+                    required=True)
+flags.DEFINE_enum("split", None, dataset.SPLITS + ("dev", "test"), "Records split "
+                  "to evaluate (default: eval; dev with --task).")
+flags.DEFINE_bool("task", False, "Evaluate a classifier on classification records.")
+flags.DEFINE_string("vocab_file", None, "With --task: refuse records made with "
+                    "another vocab.")
 flags.DEFINE_integer("batch_size", 32, "Examples per batch.", lower_bound=1)
 flags.DEFINE_integer("max_eval_batches", None, "Stop after this many batches "
                      "(default: the whole split).", lower_bound=1)
@@ -55,8 +66,12 @@ def _result(inp, model_info, metrics, counts, seconds):
 
 def main(argv):
   del argv
+  if FLAGS.task:
+    return _task_eval.evaluate()
+  if FLAGS.split not in (None,) + dataset.SPLITS:
+    raise InputError("--split", f"pretraining records have splits {dataset.SPLITS}")
   start = time.monotonic()
-  inp = evaluation.read_eval_input(FLAGS.input_dir, FLAGS.split)
+  inp = evaluation.read_eval_input(FLAGS.input_dir, FLAGS.split or "eval")
   model = evaluation.load_model(FLAGS.checkpoint, inp, FLAGS.bert_config_file)
   model_info = evaluation.describe(model, FLAGS.checkpoint, FLAGS.bert_config_file)
   batches = evaluation.eval_batches(inp, FLAGS.batch_size, FLAGS.max_eval_batches)

@@ -7,6 +7,14 @@
 run's output dir or checkpoint prefix, a Google TF1 checkpoint, HF safetensors.
 Signatures: serving_default (-> mlm_logits, nsp_logits) and encoder (-> sequence
 and pooled outputs); see modeling/export.py.
+
+With --task, a classifier that takes raw text (modeling/task_export.py):
+
+  python tools/export.py --task --checkpoint=out/student/best --input_dir=out/task \
+      --vocab_file=out/vocab/vocab.txt --export_dir=out/student_savedmodel
+
+--input_dir (the classification records the classifier was trained on) gives the
+labels, max_seq_length, lower-casing and whether the task has text pairs.
 """
 
 import os
@@ -15,6 +23,7 @@ import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
 from modeling import bert, checkpoints, export, heads, pretraining
+from modeling import task_evaluation, task_export
 from pipeline import cli
 from pipeline.errors import InputError
 
@@ -23,6 +32,9 @@ flags.DEFINE_string("checkpoint", None, "Weights to export.", required=True)
 flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model "
                     "(default: the checkpoints/bert_config.json of a training run).")
 flags.DEFINE_string("export_dir", None, "SavedModel directory (replaced).", required=True)
+flags.DEFINE_bool("task", False, "Export a classifier with a raw-text signature.")
+flags.DEFINE_string("input_dir", None, "With --task: its classification records.")
+flags.DEFINE_string("vocab_file", None, "With --task: the records' vocab.txt.")
 
 
 def _config_path():
@@ -38,8 +50,27 @@ def _config_path():
   return os.path.join(os.path.dirname(path), "bert_config.json")
 
 
+def _export_task():
+  if not (FLAGS.input_dir and FLAGS.vocab_file):
+    raise InputError("--task", "needs --input_dir and --vocab_file")
+  inp = task_evaluation.read_task_records(FLAGS.input_dir, FLAGS.vocab_file)
+  model = task_evaluation.load_classifier(FLAGS.checkpoint, inp, FLAGS.bert_config_file)
+  config = inp.manifest["config"]
+  pair = bool((config.get("columns") or {}).get("text_b"))
+  info = {"checkpoint": os.path.abspath(FLAGS.checkpoint), "records": inp.dir,
+          "records_manifest_sha256": inp.manifest["_sha256"],
+          "vocab_sha256": config.get("vocab_sha256")}
+  task_export.export_text_classifier(
+      model, FLAGS.export_dir, FLAGS.vocab_file, config.get("do_lower_case", True),
+      inp.spec.max_seq_length, inp.spec.labels, pair, info)
+  print(f"export --task: {FLAGS.checkpoint} -> {FLAGS.export_dir} "
+        f"({'pair' if pair else 'single'} text, {len(inp.spec.labels)} labels)")
+
+
 def main(argv):
   del argv
+  if FLAGS.task:
+    return _export_task()
   path = _config_path()
   try:
     config = bert.BertConfig.from_json_file(
