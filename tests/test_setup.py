@@ -12,7 +12,8 @@ from tests.conftest import MPIRUN, tool_env
 
 
 def test_core_imports():
-  code = "import tensorflow, horovod.tensorflow, mpi4py, wikiextractor.extract, tokenizers, blingfire"
+  code = ("import tensorflow, tensorflow_text, horovod.tensorflow, mpi4py, "
+          "wikiextractor.extract, tokenizers, blingfire")
   proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         env=tool_env(), timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
