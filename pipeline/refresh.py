@@ -1,6 +1,6 @@
 """Corpus versions on disk, for unattended refreshes from new dumps.
 
-  <root>/versions/<date>/{dump,extract,shards,records,...}   one per dump date
+  <root>/versions/<date>/{dump,extract,shards,records,distill}  one per dump date
   <root>/current -> versions/<date>                          switched atomically
   <root>/state.json                                          last date processed
   <root>/logs/refresh-<UTC time>.log                         one per run
@@ -14,6 +14,7 @@ resumable). Older versions beyond `keep` are deleted only after the switch.
 """
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -98,6 +99,75 @@ def document_changes(previous, current):
   new = sum(1 for p in current if p not in previous)
   return {"new": new, "changed": len(current) - same - new,
           "deleted": sum(1 for p in previous if p not in current), "unchanged": same}
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSettings:
+  """The teacher-label stage of a version (extract_teacher_labels flags)."""
+  config: str  # bert_config.json or a bundled config name
+  checkpoint: str
+  truncation_factor: int = 32
+  temperature: float = 1.0
+  label_method: str = "topk"
+  batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildSettings:
+  """How every version is built (the stage tools' flags)."""
+  vocab_file: str
+  num_shards: int = 16
+  eval_fraction: float = 0.01
+  min_article_chars: int = 200
+  max_seq_length: int = 128
+  max_predictions_per_seq: int = 20
+  dupe_factor: int = 5
+  random_seed: int = 12345
+  do_lower_case: bool = True
+  num_workers: int = 1
+  teacher: TeacherSettings = None  # no labels stage without a teacher
+
+
+def stage_commands(vdir, prev, dumps, s):
+  """(tool, args) of each stage building version dir `vdir` from `dumps`,
+  with --reuse_dir on the completed outputs of the previous version `prev`."""
+  out = lambda sub: os.path.join(vdir, sub)  # noqa: E731
+  reuse = (lambda sub: [f"--reuse_dir={os.path.join(prev, sub)}"]  # noqa: E731
+           if prev and os.path.exists(os.path.join(prev, sub, stage.COMPLETED)) else [])
+  workers = f"--num_workers={s.num_workers}"
+  commands = [
+      ("extract_wiki", [f"--input={','.join(dumps)}", f"--output_dir={out('extract')}",
+                        f"--min_article_chars={s.min_article_chars}", workers]
+       + reuse("extract")),
+      ("shard_text", [f"--input_dir={out('extract')}", f"--output_dir={out('shards')}",
+                      f"--num_shards={s.num_shards}", workers,
+                      f"--eval_fraction={s.eval_fraction}"]),
+      ("create_pretraining_data", [
+          f"--input_dir={out('shards')}", f"--output_dir={out('records')}",
+          f"--vocab_file={s.vocab_file}", f"--max_seq_length={s.max_seq_length}",
+          f"--max_predictions_per_seq={s.max_predictions_per_seq}",
+          f"--dupe_factor={s.dupe_factor}", f"--random_seed={s.random_seed}",
+          f"--do_lower_case={s.do_lower_case}", workers] + reuse("records")),
+  ]
+  t = s.teacher
+  if t:
+    commands.append(("extract_teacher_labels", [
+        f"--bert_config_file={t.config}", f"--init_checkpoint={t.checkpoint}",
+        f"--vocab_file={s.vocab_file}", f"--input_dir={out('records')}",
+        f"--output_dir={out('distill')}", f"--truncation_factor={t.truncation_factor}",
+        f"--temperature={t.temperature}", f"--label_method={t.label_method}",
+        f"--batch_size={t.batch_size}"] + reuse("distill")))
+  return commands
+
+
+def labels_summary(vdir):
+  """"labels reused R, computed C" of a version's label stage, or ""."""
+  path = os.path.join(vdir, "distill", stage.STATS)
+  if not os.path.exists(path):
+    return ""
+  stats = stage.read_json(path)
+  return (f"labels reused {stats.get('reused_records', 0)}, "
+          f"computed {stats.get('computed_records', stats.get('instances'))}; ")
 
 
 class StageFailed(Exception):

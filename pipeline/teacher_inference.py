@@ -14,6 +14,7 @@ selection inside the few blocks that can hold the answer.
 
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline import schema
@@ -186,7 +187,7 @@ def _pad_rows(x, rows):
   return tf.ensure_shape(tf.pad(x, pad), [rows] + x.shape[1:])
 
 
-def records_batches(paths, shapes, k=None, uniforms_fn=None, prefetch=2):
+def records_batches(paths, shapes, k=None, uniforms_fn=None, prefetch=2, keep=None):
   """Batches of several records files in order, padded to B rows, read ahead.
 
   One pipeline for all files, so reading runs ahead across file boundaries;
@@ -195,8 +196,10 @@ def records_batches(paths, shapes, k=None, uniforms_fn=None, prefetch=2):
   Args:
     paths: records files (pretraining or distill records).
     shapes: (B, S, P).
-    k: K, with uniforms_fn: for sampling, f(path bytes, record indices int64
-      [m]) -> float32 [m,P,K] (run on the host inside tf.data).
+    k: K, with uniforms_fn: for sampling, f(serialized records [m]) ->
+      float32 [m,P,K] (run on the host inside tf.data).
+    keep: optional bool array [N_f] per path: only the records marked True
+      are batched (in order); the others are skipped.
   Returns:
     tf.data.Dataset of {"file": index in paths, "records": [m] serialized,
     "count": m, "features": model inputs [B,...] int32, "weights":
@@ -205,21 +208,36 @@ def records_batches(paths, shapes, k=None, uniforms_fn=None, prefetch=2):
   b, s, p = shapes
   spec = schema.tf_feature_spec(schema.PRETRAINING_FEATURES, s, p)
 
-  def prepare(file_index, path, batch_index, records):
+  def prepare(file_index, records):
     parsed = tf.io.parse_example(records, spec)
-    count = tf.shape(records)[0]
-    out = {"file": file_index, "records": records, "count": count,
+    out = {"file": file_index, "records": records, "count": tf.shape(records)[0],
            "features": {n: _pad_rows(tf.cast(parsed[n], tf.int32), b) for n in MODEL_INPUTS},
            "weights": _pad_rows(parsed["masked_lm_weights"], b)}
     if uniforms_fn is not None:
-      indices = batch_index * b + tf.range(tf.cast(count, tf.int64))
-      uniforms = tf.numpy_function(uniforms_fn, [path, indices], tf.float32, stateful=False)
+      uniforms = tf.numpy_function(uniforms_fn, [records], tf.float32, stateful=False)
       out["uniforms"] = _pad_rows(tf.reshape(uniforms, [-1, p, k]), b)
     return out
 
+  kept = _kept_records(keep)
+
   def file_dataset(file_index, path):
-    batches = tf.data.TFRecordDataset(path).batch(b).enumerate()
-    return batches.map(lambda i, records: prepare(file_index, path, i, records))
+    records = tf.data.TFRecordDataset(path)
+    if kept is not None:
+      records = kept(file_index, records)
+    return records.batch(b).map(lambda batch: prepare(file_index, batch))
 
   files = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), list(paths)))
   return files.flat_map(file_dataset).prefetch(prefetch)
+
+
+def _kept_records(keep):
+  """f(file index, records dataset) -> the kept records, or None for all."""
+  if keep is None:
+    return None
+  flags = tf.constant(np.concatenate([np.asarray(x, bool) for x in keep] + [[False]]))
+  starts = tf.constant(np.cumsum([0] + [len(x) for x in keep]), tf.int64)
+
+  def kept(file_index, records):
+    start = starts[file_index]
+    return records.enumerate().filter(lambda i, _: flags[start + i]).map(lambda _, r: r)
+  return kept

@@ -33,8 +33,9 @@ p_T = softmax(logits / T):
   when K is a power of two). A flatter proposal q covers more of the tail
   per draw but needs p_T/q per id, and normalising those weights to sum to
   1 makes the estimate biased. The draws use one uniform per draw from a
-  generator seeded by (seed, file name, record index), so a record's labels
-  do not depend on batching, ranks or other records.
+  generator seeded by (seed, digest of the record's bytes), so a record's
+  labels depend on nothing else: not on batching, ranks, other records or
+  where the record sits (which lets a refresh reuse them).
 """
 
 import hashlib
@@ -194,17 +195,20 @@ def list_layout_lengths(ids, values, tail, nsp_logits, num_real):
 # ---------------------------------------------------------------- sampling
 
 
-def _file_key(file_name):
-  return int.from_bytes(hashlib.sha256(file_name.encode()).digest()[:8], "little")
+def record_digest(record):
+  """The 16-byte BLAKE2b digest of a serialized record: the key a refresh
+  matches records by (pipeline/label_reuse.py) and the sampling seed."""
+  return hashlib.blake2b(record, digest_size=16).digest()
 
 
-def record_uniforms(seed, file_name, record_indices, shape):
+def record_uniforms(seed, records, shape):
   """Uniforms in [0, 1), float32 [M, *shape]: record i's come from a
-  generator seeded by (seed, file name, i) alone."""
-  key = _file_key(file_name)
-  out = np.empty((len(record_indices),) + tuple(shape), np.float32)
-  for row, index in enumerate(np.asarray(record_indices).tolist()):
-    rng = np.random.default_rng([seed, key, index])
+  generator seeded by (seed, the digest of records[i]) alone."""
+  out = np.empty((len(records),) + tuple(shape), np.float32)
+  for row, record in enumerate(records):
+    digest = record_digest(record)
+    key = [int.from_bytes(digest[i:i + 8], "little") for i in (0, 8)]
+    rng = np.random.default_rng([seed, *key])
     out[row] = rng.random(shape, dtype=np.float32)
   return out
 

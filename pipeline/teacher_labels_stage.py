@@ -3,12 +3,14 @@
 Shape legend: B=batch, P=predictions, K=truncation factor, n=real masked
 positions of a record.
 
-One output file per input records file (same name, same record order) and a
-byte copy of its .index.npy. The main thread feeds the compiled step from a
-prefetching tf.data pipeline; a writer thread packs each batch's results and
-writes them, so encoding and I/O overlap the next forward pass. A file is
-published (stats sidecar, index, then the .tfrecord that marks it done) only
-when complete, so a killed run resumes file by file.
+One output file per input records file (same name, same record order), a
+byte copy of its .index.npy, and a .sources.npy of per-record digests (see
+pipeline/label_reuse.py: with an earlier cache, records found there are
+copied and only the others are computed). The main thread feeds the compiled
+step from a prefetching tf.data pipeline; a writer thread packs each batch's
+results and writes them, so encoding and I/O overlap the next forward pass.
+A file is published (stats sidecar, index, sources, then the .tfrecord that
+marks it done) only when complete, so a killed run resumes file by file.
 """
 
 import contextlib
@@ -23,7 +25,8 @@ import time
 
 import numpy as np
 
-from pipeline import schema, stage, teacher_inference, teacher_labels, tfrecord
+from pipeline import label_reuse, schema, stage, teacher_inference, teacher_labels
+from pipeline import tfrecord
 from pipeline.errors import InputError
 
 STAGE = "extract_teacher_labels"
@@ -124,12 +127,16 @@ class _FileStats:
   """Counts of one output file, kept by the writer thread."""
 
   def __init__(self):
-    self.records = self.positions = self.lists_bytes = 0
+    self.rows = []  # label_reuse.SOURCES_DTYPE rows, in record order
+    self.reused = self.computed = 0
     self.write_seconds = 0.0
 
   def as_dict(self, k):
-    return {"records": self.records, "masked_positions": self.positions,
-            "entries": self.positions * k, "lists_layout_bytes": int(self.lists_bytes),
+    rows = np.concatenate(self.rows) if self.rows else np.zeros(0, label_reuse.SOURCES_DTYPE)
+    positions = int(rows["masked_positions"].sum())
+    return {"records": len(rows), "masked_positions": positions, "entries": positions * k,
+            "lists_layout_bytes": int(rows["lists_layout_bytes"].sum()),
+            "reused_records": self.reused, "computed_records": self.computed,
             "write_seconds": round(self.write_seconds, 3)}
 
 
@@ -137,14 +144,17 @@ class _Writer:
   """Writer thread: packs step results and writes one distill file at a time.
 
   Messages: ("begin", name), ("batch", arrays), ("end", step_seconds), None.
-  An error in the thread is re-raised in the caller at its next call; an
-  unfinished file is never published.
+  With a label_reuse.FilePlan for the file, batches hold only the records
+  to compute (in order) and the writer copies the others from the earlier
+  file in between. An error in the thread is re-raised in the caller at its
+  next call; an unfinished file is never published.
   """
 
-  def __init__(self, out, input_dir, settings, progress, examples, vocab):
+  def __init__(self, out, input_dir, settings, progress, examples, vocab, plans=None):
     self._out, self._input_dir, self._settings = out, input_dir, settings
     self._id_dtype = out.config["teacher_id_dtype"]
     self._progress, self._examples, self._vocab = progress, examples, vocab
+    self._plans = plans or {}
     self._queue = queue.Queue(maxsize=4)
     self._error = None
     self._file = None
@@ -185,34 +195,64 @@ class _Writer:
 
   def _begin(self, name):
     stack = contextlib.ExitStack()
-    # Exit order publishes the index before the .tfrecord (the done marker).
+    # Exit order publishes the sidecars before the .tfrecord (the done marker).
     tmp = stack.enter_context(self._out.writing(name))
     tmp_index = stack.enter_context(self._out.writing(index_name(name)))
+    tmp_sources = stack.enter_context(self._out.writing(label_reuse.sources_name(name)))
     writer = stack.enter_context(tfrecord.TFRecordWriter(tmp))
+    plan = self._plans.get(name)
     self._file = {"name": name, "stack": stack, "tmp": tmp, "tmp_index": tmp_index,
-                  "writer": writer, "stats": _FileStats(), "start": time.monotonic()}
+                  "tmp_sources": tmp_sources, "writer": writer, "stats": _FileStats(),
+                  "start": time.monotonic(), "plan": plan, "next": 0,
+                  "targets": plan.computed if plan else None}
 
   def _batch(self, arrays):
     start = time.monotonic()
-    f = self._file
     k = self._settings.truncation_factor
     n = (arrays["weights"] > 0).sum(1)  # [m] real masked positions
     ids, values, tail = self._targets(arrays)
     columns, dtypes = teacher_labels.teacher_columns(ids, values, tail, arrays["nsp"], n,
                                                      self._id_dtype)
     extra, extra_lengths = tfrecord.encode_examples(columns, dtypes)
-    f["writer"].write_batch(*teacher_labels.append_features(arrays["records"], extra,
-                                                            extra_lengths))
+    flat, lengths = teacher_labels.append_features(arrays["records"], extra, extra_lengths)
     lists = teacher_labels.list_layout_lengths(ids, values, tail, arrays["nsp"], n)
-    lengths = np.fromiter(map(len, arrays["records"]), np.int64, len(n))
-    stats = f["stats"]
-    stats.lists_bytes += teacher_labels.merged_record_bytes(lengths, lists).sum()
-    stats.records += len(n)
-    stats.positions += int(n.sum())
-    stats.write_seconds += time.monotonic() - start
+    sizes = np.fromiter(map(len, arrays["records"]), np.int64, len(n))
+    rows = label_reuse.source_rows(arrays["records"], n,
+                                   teacher_labels.merged_record_bytes(sizes, lists))
+    self._put(flat, lengths, rows)
+    self._file["stats"].computed += len(n)
+    self._file["stats"].write_seconds += time.monotonic() - start
     if self._examples:
       self._examples -= log_example(ids, values, n, k, self._vocab)
     self._progress.update(len(n))
+
+  def _put(self, flat, lengths, rows):
+    """Writes computed records; with a plan, after the reused ones before them."""
+    f = self._file
+    if f["plan"] is None:
+      f["writer"].write_batch(flat, lengths)
+      f["stats"].rows.append(rows)
+      return
+    done = f["stats"].computed
+    targets = f["targets"][done:done + len(lengths)]  # their record indices
+    ends = np.concatenate([[0], np.cumsum(lengths)])
+    breaks = np.flatnonzero(np.diff(targets) != 1) + 1
+    for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), len(targets)]):
+      self._copy_reused(int(targets[lo]))  # runs of consecutive computed records
+      f["writer"].write_batch(flat[ends[lo]:ends[hi]], lengths[lo:hi])
+      f["stats"].rows.append(rows[lo:hi])
+      f["next"] = int(targets[hi - 1]) + 1
+
+  def _copy_reused(self, stop):
+    """Copies the earlier distill records of records next..stop-1 (all reused)."""
+    f = self._file
+    plan, old = f["plan"], f["plan"].old_index[f["next"]:stop]
+    for j in old.tolist():
+      f["writer"].write_raw(plan.old_record(j))
+    f["stats"].rows.append(plan.old_rows[old])
+    f["stats"].reused += len(old)
+    f["next"] = stop
+    self._progress.update(len(old))
 
   def _targets(self, arrays):
     """(ids [m,P,K], values [m,P,K], tail [m,P]) of either method."""
@@ -224,21 +264,27 @@ class _Writer:
 
   def _end(self, step_seconds):
     f = self._file
+    if f["plan"] is not None:
+      self._copy_reused(len(f["plan"].old_index))
+      f["plan"].close()
     f["writer"].close()
     name, stats = f["name"], f["stats"]
+    part = stats.as_dict(self._settings.truncation_factor)
     source = os.path.join(self._input_dir, name)
     index = os.path.join(self._input_dir, index_name(name))
     rows = np.load(index, mmap_mode="r", allow_pickle=False).shape[0]
-    if rows != stats.records:
-      raise InputError(index, f"{rows} index rows for {stats.records} records")
+    if rows != part["records"]:
+      raise InputError(index, f"{rows} index rows for {part['records']} records")
     shutil.copyfile(index, f["tmp_index"])
-    part = dict(stats.as_dict(self._settings.truncation_factor),
-                source_bytes=os.path.getsize(source), distill_bytes=os.path.getsize(f["tmp"]),
+    with open(f["tmp_sources"], "wb") as g:
+      np.save(g, np.concatenate(stats.rows) if stats.rows else
+              np.zeros(0, label_reuse.SOURCES_DTYPE), allow_pickle=False)
+    part.update(source_bytes=os.path.getsize(source), distill_bytes=os.path.getsize(f["tmp"]),
                 seconds=round(time.monotonic() - f["start"], 3),
                 step_seconds=round(step_seconds, 3))
     self._out.write_part(name, part)
     self._file = None
-    f["stack"].close()  # publishes index, then the .tfrecord
+    f["stack"].close()  # publishes the sidecars, then the .tfrecord
 
 
 def log_example(ids, values, n, k, vocab=None, stream=None):
@@ -258,15 +304,14 @@ def _token(vocab, token_id):
   return vocab[token_id] if vocab and 0 <= token_id < len(vocab) else str(int(token_id))
 
 
-def _uniforms_fn(settings, paths, p):
-  """For sampling: (path, record indices) -> uniforms seeded by the name of
-  the file in the records dir (not where the dir is) and each index."""
+def _uniforms_fn(settings, p):
+  """For sampling: serialized records [m] -> uniforms [m,P,K], seeded by
+  each record's bytes (teacher_labels.record_uniforms)."""
   if settings.label_method != "sampled":
     return None
-  names = {path.encode(): name for path, name in paths.items()}
 
-  def uniforms(path, indices):
-    return teacher_labels.record_uniforms(settings.seed, names[path], indices,
+  def uniforms(records):
+    return teacher_labels.record_uniforms(settings.seed, records,
                                           (p, settings.truncation_factor))
   return uniforms
 
@@ -303,26 +348,33 @@ def _run_batches(step, writer, batches, files):
 
 
 def label_files(out, input_dir, names, step, settings, shapes, progress, examples=0,
-                vocab=None):
+                vocab=None, reuse_dir=None):
   """Writes the distill file of each of `names` (this rank's unfinished ones).
 
   Args:
     out: the stage.StageOutput; input_dir: the records directory.
-    step: teacher_inference.make_step's function for (settings, shapes).
+    step: () -> teacher_inference.make_step's function for (settings,
+      shapes); called only if some record needs the teacher.
     settings: LabelSettings; shapes: (B, S, P).
     progress: a progress.Progress counting instances.
     examples, vocab: how many records to log (stderr), with which tokens.
+    reuse_dir: an earlier cache with the same label identity (see
+      label_reuse.reuse_config): records found there are copied from it.
   """
   if not names:
     return
-  paths = {os.path.join(input_dir, name): name for name in names}
-  batches = teacher_inference.records_batches(
-      list(paths), shapes, settings.truncation_factor,
-      _uniforms_fn(settings, paths, shapes[2]))
-  writer = _Writer(out, input_dir, settings, progress, examples, vocab)
+  paths = [os.path.join(input_dir, name) for name in names]
+  plans = {n: label_reuse.plan_file(p, reuse_dir, n)
+           for n, p in zip(names, paths)} if reuse_dir else {}
+  keep = [plans[n].old_index < 0 for n in names] if plans else None
+  writer = _Writer(out, input_dir, settings, progress, examples, vocab, plans)
   try:
     files = _Files(writer, names)
-    _run_batches(step, writer, batches, files)
+    if keep is None or any(k.any() for k in keep):
+      batches = teacher_inference.records_batches(
+          paths, shapes, settings.truncation_factor, _uniforms_fn(settings, shapes[2]),
+          keep=keep)
+      _run_batches(step(), writer, batches, files)
     files.advance_to(len(names))
   finally:
     writer.close()
@@ -357,6 +409,8 @@ def finalize(out, names, seconds, ranks, teacher=None, setup_seconds=None):
   counts["instances"] = sum(p["records"] for p in parts.values())
   counts["masked_positions"] = sum(p["masked_positions"] for p in parts.values())
   counts["cache_entries"] = counts["masked_positions"] * k
+  for key in ("reused_records", "computed_records"):
+    counts[key] = sum(p[key] for p in parts.values())
   counts.update(_sizes(counts, list(parts.values()), k, config["vocab_size"]))
   busy = {key: round(sum(p[key] for p in parts.values()), 3)
           for key in ("seconds", "step_seconds", "write_seconds")}
@@ -368,10 +422,12 @@ def finalize(out, names, seconds, ranks, teacher=None, setup_seconds=None):
                                       "[P*K] and FloatList tail [P]",
                       "full_f32": "a float32 distribution over the vocab per real "
                                   "masked position (analytic)"})
-  files = list(names) + [index_name(n) for n in names]
+  files = [f(n) for n in names for f in (str, index_name, label_reuse.sources_name)]
   features = [dataclasses.asdict(f) for f in schema.DISTILL_FEATURES]
   out.finalize(files, counts, stats, extra={"features": features, "teacher": teacher})
+  reused = (f" ({counts['reused_records']} reused from {config['reuse_from'][:12]}..., "
+            f"{counts['computed_records']} computed)" if "reuse_from" in config else "")
   return (f"extract_teacher_labels: {counts['train_instances']} train + "
-          f"{counts['eval_instances']} eval instances, {counts['cache_entries']} "
+          f"{counts['eval_instances']} eval instances{reused}, {counts['cache_entries']} "
           f"cached entries ({counts['cache_bytes_per_entry']} B/entry) in "
           f"{seconds:.1f}s ({stats['instances_per_second']:.0f} instances/s) -> {out.dir}")

@@ -1,5 +1,6 @@
 """Unattended refreshes from a mirror served over HTTP on 127.0.0.1."""
 
+import glob
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ from pipeline import refresh
 from tests import mirror_fixtures, wiki_fixtures
 from tests.conftest import ROOT, synthetic_pages, tool_env
 from tests.http_fixtures import serve
+from tests.test_label_reuse import _source_records
+from tests.test_label_reuse import tiny_teacher  # noqa: F401  pylint: disable=unused-import
 from tests.test_incremental import _records_by_page, _second_version
 
 WIKI = "testwiki"
@@ -69,20 +72,40 @@ def test_first_then_incremental_refresh(mirror, corpus, tmp_path):
   assert len(os.listdir(os.path.join(root, "logs"))) == 2  # runs that did work
 
 
-def test_unchanged_documents_keep_their_records(mirror, corpus, tmp_path):
-  base, server = mirror
+def test_unchanged_documents_keep_their_records_and_labels(mirror, corpus, tiny_teacher,
+                                                          tmp_path):
   root = str(tmp_path / "corpus")
   mirror_v1 = tmp_path / "m1"
+  teacher = ["--teacher_config=tiny_teacher", f"--teacher_checkpoint={tiny_teacher}",
+             "--truncation_factor=8", "--label_batch_size=32"]
   mirror_fixtures.add_dump(str(mirror_v1), WIKI, "20260101", _pages_v1())
-  assert _refresh(root, str(mirror_v1), vocab=corpus["vocab"]).returncode == 0
-  v1_records = _records_by_page(os.path.join(root, "versions", "20260101", "records"))
+  first = _refresh(root, str(mirror_v1), *teacher, vocab=corpus["vocab"])
+  assert first.returncode == 0, first.stdout + first.stderr
+  v1 = os.path.join(root, "versions", "20260101")
+  v1_records, v1_labels = (_records_by_page(os.path.join(v1, d)) for d in ("records", "distill"))
   mirror_fixtures.add_dump(str(mirror_v1), WIKI, "20260201", _second_version(_pages_v1()))
-  assert _refresh(root, str(mirror_v1), vocab=corpus["vocab"]).returncode == 0
-  v2_records = _records_by_page(os.path.join(root, "versions", "20260201", "records"))
+  second = _refresh(root, str(mirror_v1), *teacher, vocab=corpus["vocab"])
+  assert second.returncode == 0, second.stdout + second.stderr
+  v2 = os.path.join(root, "versions", "20260201")
+  v2_records, v2_labels = (_records_by_page(os.path.join(v2, d)) for d in ("records", "distill"))
   edited = {p["id"] for p in _second_version(_pages_v1()) if p.get("revid", 0) >= 10**6}
   unchanged = [p for p in v2_records if p in v1_records and p not in edited]
   assert len(unchanged) > 90
   assert all(v2_records[p] == v1_records[p] for p in unchanged)
+  assert all(v2_labels[p] == v1_labels[p] for p in unchanged)  # copied, byte for byte
+  # The records of unchanged documents (and any other record whose bytes did
+  # not change, e.g. of a new revision with the same text) keep their labels;
+  # the rest went through the teacher.
+  old, new = (_source_records(os.path.join(v, "records")) for v in (v1, v2))
+  same = sum(r in set(old.get(name, ())) for name, rs in new.items() for r in rs)
+  records = json.load(open(os.path.join(v2, "records", "stats.json")))
+  labels = json.load(open(os.path.join(v2, "distill", "stats.json")))
+  assert labels["reused_records"] == same >= records["reused_instances"] > 0
+  assert labels["computed_records"] == records["instances"] - same > 0
+  assert (f"labels reused {labels['reused_records']}, computed {labels['computed_records']}"
+          in second.stdout)
+  log = open(sorted(glob.glob(os.path.join(root, "logs", "*.log")))[-1]).read()
+  assert f"--reuse_dir={os.path.join(v1, 'distill')}" in log
 
 
 def test_interrupted_download_resumes_from_the_partial_file(tmp_path, corpus):

@@ -78,7 +78,7 @@ def _teacher_bytes(example):
 
 
 def test_outputs_files_and_counts(corpus, topk_out):
-  expected = [n + ".tfrecord" for n in NAMES] + [n + ".index.npy" for n in NAMES]
+  expected = [n + ext for n in NAMES for ext in (".tfrecord", ".index.npy", ".sources.npy")]
   assert _listing(topk_out) == sorted(expected + ["COMPLETED", "manifest.json", "stats.json"])
   m, records = _manifest(topk_out), _manifest(corpus["records"])
   for n in NAMES:  # indexes are byte copies, records 1:1
@@ -180,7 +180,8 @@ def test_sampling_estimator_is_unbiased():
   logits = rng.normal(size=v) * 2.0
   probs = np.exp(logits) / np.exp(logits).sum()
   f = rng.normal(size=v)
-  uniforms = teacher_labels.record_uniforms(3, "train/x.tfrecord", np.arange(rows), (k,))
+  records = [i.to_bytes(4, "little") for i in range(rows)]
+  uniforms = teacher_labels.record_uniforms(3, records, (k,))
   batch = tf.constant(np.tile(probs.astype(np.float32), (rows, 1)))
   one = teacher_inference.sample_ids(batch, tf.constant(uniforms), 0).numpy()
   two = teacher_inference.sample_ids(batch, tf.constant(uniforms), 4).numpy()

@@ -9,16 +9,24 @@ temperature T ("topk") or K ids sampled from them with unbiased weights
       --init_checkpoint=out/teacher --vocab_file=out/vocab/vocab.txt \
       --input_dir=out/records --output_dir=out/distill
   mpirun -np 4 python tools/extract_teacher_labels.py ...   # same bytes
+
+With --reuse_dir=<the previous corpus version's labels>, records whose bytes
+that cache holds are copied from it (same teacher fingerprint but for the
+records: see pipeline/label_reuse.py), and only the others are computed.
+
+With --task, classification records and a fine-tuned classifier instead: each
+record gets the teacher's full logits (tools/_task_labels.py).
 """
 
 import os
 import time
 
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
+import _task_labels
 from absl import flags
 
 from modeling import checkpoints, heads, optimization, pretraining
-from pipeline import cli, distributed, stage
+from pipeline import cli, distributed, label_reuse, stage
 from pipeline import teacher_inference
 from pipeline import teacher_labels_stage as labels_stage
 from pipeline.errors import InputError
@@ -27,20 +35,27 @@ from pipeline.tokenization import load_vocab
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bert_config_file", None, "The teacher's bert_config.json (or a "
-                    "bundled config name).", required=True)
+                    "bundled config name); with --task, default: the one beside it.")
 flags.DEFINE_string("init_checkpoint", None, "Teacher weights: Google TF1, HF "
                     "safetensors or one of our training runs.", required=True)
 flags.DEFINE_string("vocab_file", None, "The records' vocab.txt.", required=True)
-flags.DEFINE_string("input_dir", None, "create_pretraining_data output.", required=True)
+flags.DEFINE_string("input_dir", None, "create_pretraining_data output "
+                    "(create_classification_data output with --task).", required=True)
 flags.DEFINE_string("output_dir", None, "Where the distill records go.", required=True)
+flags.DEFINE_bool("task", False, "Classification records and a fine-tuned classifier: "
+                  "cache its full logits (see tools/_task_labels.py).")
+flags.DEFINE_list("splits", ["train", "dev"], "With --task: the splits to label.")
 flags.DEFINE_integer("truncation_factor", 32, "K: ids kept per masked position.")
 flags.DEFINE_float("temperature", 1.0, "T of p_T = softmax(logits / T).")
 flags.DEFINE_enum("label_method", "topk", ["topk", "sampled"], "Top-K, or K draws "
                   "from p_T with unbiased weights.")
 flags.DEFINE_integer("batch_size", 64, "Records per forward pass (per rank).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bf16"], "Teacher compute dtype.")
-flags.DEFINE_integer("seed", 12345, "Sampling seed (combined with file and record).")
+flags.DEFINE_integer("seed", 12345, "Sampling seed (combined with each record's digest).")
 flags.DEFINE_integer("log_examples", 1, "Records whose labels are logged as tokens.")
+flags.DEFINE_string("reuse_dir", None, "The labels of an earlier corpus version: "
+                    "records whose bytes it holds are copied from it when it was made "
+                    "with the same teacher fingerprint (all but the records).")
 flags.DEFINE_bool("overwrite", False, "Replace an output made with other settings.")
 
 
@@ -88,18 +103,23 @@ def _run(world, out, model, settings, manifest):
   mine = [n for n in world.my_items(names) if not out.done(n)]
   shapes = (settings.batch_size, out.config["max_seq_length"],
             out.config["max_predictions_per_seq"])
-  step = teacher_inference.make_step(model, settings.label_method,
-                                     settings.truncation_factor, settings.temperature, shapes)
+  step = lambda: teacher_inference.make_step(  # noqa: E731
+      model, settings.label_method, settings.truncation_factor, settings.temperature, shapes)
   progress = Progress("extract_teacher_labels", unit="instances", enabled=world.is_chief)
   vocab = load_vocab(FLAGS.vocab_file) if world.is_chief else None
+  reuse_dir = FLAGS.reuse_dir if "reuse_from" in out.config else None
   distributed.run_collectively(world, lambda: labels_stage.label_files(
       out, FLAGS.input_dir, mine, step, settings, shapes, progress,
-      FLAGS.log_examples if world.is_chief else 0, vocab))
+      FLAGS.log_examples if world.is_chief else 0, vocab, reuse_dir))
   return names
 
 
 def main(argv):
   del argv
+  if FLAGS.task:
+    return _task_labels.main()
+  if not FLAGS.bert_config_file:
+    raise InputError("--bert_config_file", "required (the teacher's bert_config.json)")
   start = time.monotonic()
   world = distributed.World()
   teacher_inference.configure_devices(*_local_rank(world))
@@ -108,6 +128,7 @@ def main(argv):
   vocab_sha = labels_stage.check_vocab(manifest, FLAGS.vocab_file)
   model, bert_config, weights = _teacher(manifest, settings)
   config = labels_stage.stage_config(manifest, settings, bert_config, weights, vocab_sha)
+  config = label_reuse.reuse_config(config, FLAGS.reuse_dir, labels_stage.STAGE)
   out = stage.StageOutput(FLAGS.output_dir, labels_stage.STAGE, config,
                           manifest["_sha256"], FLAGS.overwrite, world.is_chief)
   complete = distributed.run_collectively(world, out.prepare)

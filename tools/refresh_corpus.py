@@ -3,8 +3,9 @@
   python tools/refresh_corpus.py --root=/data/corpus --mirror_url=https://MIRROR \
       --wiki=enwiki --vocab_file=/data/vocab.txt
 
-Builds <root>/versions/<date>/ (extract -> shards -> records, reusing the current
-version's work for pages whose revision did not change), then switches
+Builds <root>/versions/<date>/ (extract -> shards -> records [-> teacher labels
+with --teacher_config/--teacher_checkpoint], reusing the current version's work
+for pages whose revision did not change), then switches
 <root>/current to it atomically. Safe under cron: a second run while one is
 going exits 0 with "already running"; a killed run leaves the old version
 current and the next run resumes. Exit status: 0 done / nothing new / already
@@ -36,6 +37,13 @@ flags.DEFINE_integer("dupe_factor", 5, "Records: passes with different masks.")
 flags.DEFINE_integer("random_seed", 12345, "Records: seed.")
 flags.DEFINE_bool("do_lower_case", True, "Records: lower-case (uncased vocab).")
 flags.DEFINE_integer("num_workers", os.cpu_count(), "Processes per stage.")
+flags.DEFINE_string("teacher_config", None, "Teacher labels too (stage 5): the teacher's "
+                    "bert_config.json or a bundled config name; with --teacher_checkpoint.")
+flags.DEFINE_string("teacher_checkpoint", None, "The teacher's weights.")
+flags.DEFINE_integer("truncation_factor", 32, "Labels: K ids per masked position.")
+flags.DEFINE_float("temperature", 1.0, "Labels: softmax temperature T.")
+flags.DEFINE_enum("label_method", "topk", ["topk", "sampled"], "Labels: top-K or sampled.")
+flags.DEFINE_integer("label_batch_size", 64, "Labels: records per teacher forward pass.")
 
 EXIT_DOWNLOAD, EXIT_STAGE = 3, 4
 
@@ -57,26 +65,20 @@ def _fetch(mirror_, date, vdir, log):
   return paths, fetched
 
 
-def _stages(vdir, prev, dumps):
-  """(tool, args) of each stage of a version, reusing `prev` where it can."""
-  reuse = (lambda sub: [f"--reuse_dir={os.path.join(prev, sub)}"]
-           if prev and os.path.exists(os.path.join(prev, sub, stage.COMPLETED)) else [])
-  out = lambda sub: os.path.join(vdir, sub)  # noqa: E731
-  workers = f"--num_workers={FLAGS.num_workers}"
-  return [
-      ("extract_wiki", [f"--input={','.join(dumps)}", f"--output_dir={out('extract')}",
-                        f"--min_article_chars={FLAGS.min_article_chars}", workers]
-       + reuse("extract")),
-      ("shard_text", [f"--input_dir={out('extract')}", f"--output_dir={out('shards')}",
-                      f"--num_shards={FLAGS.num_shards}", workers,
-                      f"--eval_fraction={FLAGS.eval_fraction}"]),
-      ("create_pretraining_data", [
-          f"--input_dir={out('shards')}", f"--output_dir={out('records')}",
-          f"--vocab_file={FLAGS.vocab_file}", f"--max_seq_length={FLAGS.max_seq_length}",
-          f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq}",
-          f"--dupe_factor={FLAGS.dupe_factor}", f"--random_seed={FLAGS.random_seed}",
-          f"--do_lower_case={FLAGS.do_lower_case}", workers] + reuse("records")),
-  ]
+def _settings():
+  """The BuildSettings of the flags."""
+  teacher = None
+  if bool(FLAGS.teacher_config) != bool(FLAGS.teacher_checkpoint):
+    raise InputError("--teacher_config/--teacher_checkpoint", "give both or neither")
+  if FLAGS.teacher_config:
+    teacher = refresh.TeacherSettings(
+        FLAGS.teacher_config, os.path.abspath(FLAGS.teacher_checkpoint),
+        FLAGS.truncation_factor, FLAGS.temperature, FLAGS.label_method,
+        FLAGS.label_batch_size)
+  return refresh.BuildSettings(
+      FLAGS.vocab_file, FLAGS.num_shards, FLAGS.eval_fraction, FLAGS.min_article_chars,
+      FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, FLAGS.dupe_factor,
+      FLAGS.random_seed, FLAGS.do_lower_case, FLAGS.num_workers, teacher)
 
 
 def _revisions(extract_dir):
@@ -86,6 +88,7 @@ def _revisions(extract_dir):
 
 
 def _refresh():
+  settings = _settings()
   state = refresh.read_state(FLAGS.root)
   source = mirror.Mirror(FLAGS.mirror_url, FLAGS.wiki)
   date = source.newest_new(after=state.get("last_date"))
@@ -101,7 +104,8 @@ def _refresh():
     log(f"error: {e} (current version kept)")
     return EXIT_DOWNLOAD
   try:
-    times = {tool: log.run_stage(tool, args) for tool, args in _stages(vdir, prev, dumps)}
+    times = {tool: log.run_stage(tool, args)
+             for tool, args in refresh.stage_commands(vdir, prev, dumps, settings)}
   except refresh.StageFailed as e:
     log(f"error: {e} (current version kept; rerun to resume)")
     return EXIT_STAGE
@@ -115,8 +119,8 @@ def _refresh():
   timing = ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
   log(f"refresh_corpus: dump {date} is current; documents new {changes['new']}, changed "
       f"{changes['changed']}, deleted {changes['deleted']}, reused {changes['unchanged']}; "
-      f"{timing}; downloaded {fetched} bytes; removed versions {removed or 'none'}; "
-      f"log {log.path}")
+      f"{refresh.labels_summary(vdir)}{timing}; downloaded {fetched} bytes; removed "
+      f"versions {removed or 'none'}; log {log.path}")
   return 0
 
 
