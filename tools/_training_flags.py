@@ -71,8 +71,11 @@ def create_optimizer(variables, world):
   """LAMB/AdamW with BERT's warmup + linear decay, for `variables`."""
   lr = optimization.scaled_learning_rate(FLAGS.learning_rate, world.size,
                                          FLAGS.scale_lr_with_world_size)
-  schedule = optimization.WarmupPolynomialDecay(lr, FLAGS.num_train_steps,
-                                                FLAGS.num_warmup_steps)
+  try:
+    schedule = optimization.WarmupPolynomialDecay(lr, FLAGS.num_train_steps,
+                                                  FLAGS.num_warmup_steps)
+  except ValueError as e:  # e.g. more warmup than training steps: a usage error.
+    raise InputError("--num_warmup_steps", str(e)) from None
   return optimization.create_optimizer(
       FLAGS.optimizer, schedule, variables, FLAGS.weight_decay,
       mixed_precision=FLAGS.mixed_precision)
