@@ -72,7 +72,7 @@ fi
 # --- run the teacher once: cached top-K labels ------------------------------
 "$PY" "$ROOT/tools/extract_teacher_labels.py" --bert_config_file="$TEACHER_CONFIG" \
   --init_checkpoint="$TEACHER" --vocab_file="$VOCAB" --input_dir="$OUT/records" \
-  --output_dir="$OUT/labels" --truncation_factor="${TRUNCATION_FACTOR:-32}" \
+  --output_dir="$OUT/labels" --truncation_factor="${TRUNCATION_FACTOR:-16}" \
   --label_method="${LABEL_METHOD:-topk}" --temperature="${TEMPERATURE:-1.0}"
 
 # --- the student, from the cache only -----------------------------------------

@@ -82,7 +82,7 @@ def test_quickstart_rerun_does_nothing(quickstart):
 def test_quickstart_trains_labels_distills_and_compares(quickstart):
   out, proc = quickstart
   labels = _json(out / "labels" / "manifest.json")
-  assert labels["config"]["truncation_factor"] == 32
+  assert labels["config"]["truncation_factor"] == 16
   student = _json(out / "student_eval.json")
   metrics = student["metrics"]
   assert 0.0 <= metrics["mlm_accuracy"] <= 1.0 and "teacher_agreement" in metrics

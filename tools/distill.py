@@ -67,6 +67,11 @@ def _distill_config(spec):
     temperature, kd_mode = distillation.label_options(
         label_method, label_temperature, FLAGS.temperature, FLAGS.kd_tail,
         FLAGS["kd_tail"].present)
+    if FLAGS.alpha == 0 and spec and kd_mode == "renormalize":
+      # docs/distillation_results.md: without hard labels a renormalized top-k
+      # target under-trains the rest of the vocab (below hard labels alone).
+      logging.warning("--alpha=0 with renormalized top-k targets trained worse than "
+                      "hard labels alone in docs/distillation_results.md; 0.5 is the default")
     return distillation.DistillConfig(
         FLAGS.alpha, temperature, kd_mode, FLAGS.nsp_weight, FLAGS.nsp_kd_weight,
         FLAGS.hidden_mse_weight, FLAGS.attention_kl_weight, FLAGS.distill_phase)

@@ -45,7 +45,8 @@ flags.DEFINE_string("output_dir", None, "Where the distill records go.", require
 flags.DEFINE_bool("task", False, "Classification records and a fine-tuned classifier: "
                   "cache its full logits (see tools/_task_labels.py).")
 flags.DEFINE_list("splits", ["train", "dev"], "With --task: the splits to label.")
-flags.DEFINE_integer("truncation_factor", 32, "K: ids kept per masked position.")
+flags.DEFINE_integer("truncation_factor", 16, "K: ids kept per masked position "
+                     "(16: best accuracy per byte in docs/distillation_results.md).")
 flags.DEFINE_float("temperature", 1.0, "T of p_T = softmax(logits / T).")
 flags.DEFINE_enum("label_method", "topk", ["topk", "sampled"], "Top-K, or K draws "
                   "from p_T with unbiased weights.")

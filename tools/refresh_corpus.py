@@ -40,7 +40,7 @@ flags.DEFINE_integer("num_workers", os.cpu_count(), "Processes per stage.")
 flags.DEFINE_string("teacher_config", None, "Teacher labels too (stage 5): the teacher's "
                     "bert_config.json or a bundled config name; with --teacher_checkpoint.")
 flags.DEFINE_string("teacher_checkpoint", None, "The teacher's weights.")
-flags.DEFINE_integer("truncation_factor", 32, "Labels: K ids per masked position.")
+flags.DEFINE_integer("truncation_factor", 16, "Labels: K ids per masked position.")
 flags.DEFINE_float("temperature", 1.0, "Labels: softmax temperature T.")
 flags.DEFINE_enum("label_method", "topk", ["topk", "sampled"], "Labels: top-K or sampled.")
 flags.DEFINE_integer("label_batch_size", 64, "Labels: records per teacher forward pass.")
