@@ -19,7 +19,6 @@ import os
 import tensorflow as tf
 
 from pipeline import dataset, schema, stage, teacher_labels, teacher_labels_stage
-from pipeline.errors import InputError
 
 LABELS_STAGE = teacher_labels_stage.STAGE
 
@@ -52,14 +51,7 @@ def read_labels(labels_dir, vocab_file):
       whose vocab_sha256 is not the vocab file's.
   """
   manifest = stage.read_input(labels_dir, LABELS_STAGE)
-  if not os.path.isfile(vocab_file):
-    raise InputError(vocab_file, "vocab file does not exist")
-  sha = stage.file_sha256(vocab_file)
-  cached = manifest["config"].get("vocab_sha256")
-  if sha != cached:
-    raise InputError(labels_dir, f"the teacher labels were made with another "
-                     f"vocab (vocab_sha256 {str(cached)[:12]}...) than "
-                     f"{vocab_file} ({sha[:12]}...)")
+  teacher_labels_stage.check_vocab(manifest, vocab_file, "teacher labels")
   return manifest
 
 

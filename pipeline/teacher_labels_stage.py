@@ -61,16 +61,17 @@ class LabelSettings:
       raise ValueError("; ".join(problems))
 
 
-def check_vocab(records_manifest, vocab_file):
-  """The vocab file's sha256; raises InputError unless it is the records'."""
+def check_vocab(manifest, vocab_file, what="records"):
+  """The vocab file's sha256; raises InputError unless `manifest`'s stage output
+  (`what`: records, teacher labels, ...) was made with that vocab."""
   if not os.path.isfile(vocab_file):
     raise InputError(vocab_file, "vocab file does not exist")
   sha = stage.file_sha256(vocab_file)
-  expected = records_manifest["config"].get("vocab_sha256")
+  expected = manifest["config"].get("vocab_sha256")
   if sha != expected:
-    raise InputError(vocab_file, f"vocab sha256 {sha[:12]}... differs from the "
-                     f"records' vocab ({str(expected)[:12]}...): the records in "
-                     f"{records_manifest['_dir']} were made with another vocab")
+    raise InputError(vocab_file, f"vocab sha256 {sha[:12]}... differs from the one of "
+                     f"{manifest['_dir']} ({str(expected)[:12]}...): the {what} "
+                     f"were made with another vocab")
   return sha
 
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 from modeling import bert, checkpoints, distillation, heads
 from pipeline import dataset, distill_dataset, stage
 from tests.conftest import MPIRUN, ROOT, run_tool, start_tool, tool_env
-from tests.test_pretrain_tool import (_checkpoint_values, _train_losses,
+from tests.test_pretrain_tool import (_checkpoint_values, _train_losses, duplicate_train_file,
                                       _wait_for_checkpoint)
 
 STUDENT = dict(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -57,24 +57,6 @@ def teacher(tmp_path_factory):
   return {"ckpt": prefix, "config": str(d / "bert_config.json")}
 
 
-def _duplicate_train_file(source, directory):
-  """A copy of a label cache whose train/part-00001 is train/part-00000."""
-  copies = {"train/part-00000.tfrecord": "train/part-00000.tfrecord",
-            "train/part-00001.tfrecord": "train/part-00000.tfrecord",
-            "eval/part-00000.tfrecord": "eval/part-00000.tfrecord"}
-  manifest = json.load(open(os.path.join(source, "manifest.json")))
-  manifest["files"] = []
-  for name, original in copies.items():
-    path = os.path.join(directory, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    shutil.copyfile(os.path.join(source, original), path)
-    manifest["files"].append({"name": name, "bytes": os.path.getsize(path),
-                              "sha256": stage.file_sha256(path)})
-  stage.atomic_write_text(os.path.join(directory, "manifest.json"), stage.json_dumps(manifest))
-  open(os.path.join(directory, "COMPLETED"), "w").close()
-  return str(directory)
-
-
 @pytest.fixture(scope="module")
 def labels(corpus, teacher, tmp_path_factory):
   """{"full": the tool's top-K=8 labels at T=1, "dup": its duplicated copy}."""
@@ -84,7 +66,7 @@ def labels(corpus, teacher, tmp_path_factory):
            f"--init_checkpoint={teacher['ckpt']}", f"--vocab_file={corpus['vocab']}",
            f"--input_dir={corpus['records']}", f"--output_dir={full}",
            "--truncation_factor=8", "--temperature=1.0", "--batch_size=64")
-  return {"full": full, "dup": _duplicate_train_file(full, base / "dup")}
+  return {"full": full, "dup": duplicate_train_file(full, base / "dup")}
 
 
 @pytest.fixture(scope="module")

@@ -183,7 +183,11 @@ def _duplicated_records(corpus, directory):
   every example twice, which has the same loss and gradient. So the runs
   must agree to float rounding.
   """
-  source = corpus["records"]
+  return duplicate_train_file(corpus["records"], directory)
+
+
+def duplicate_train_file(source, directory):
+  """A copy of a records (or label cache) dir whose train/part-00001 is part-00000."""
   copies = {"train/part-00000.tfrecord": "train/part-00000.tfrecord",
             "train/part-00001.tfrecord": "train/part-00000.tfrecord",
             "eval/part-00000.tfrecord": "eval/part-00000.tfrecord"}
@@ -198,6 +202,7 @@ def _duplicated_records(corpus, directory):
   stage.atomic_write_text(os.path.join(directory, "manifest.json"),
                           stage.json_dumps(manifest))
   open(os.path.join(directory, "COMPLETED"), "w").close()
+  return str(directory)
   return str(directory)
 
 
