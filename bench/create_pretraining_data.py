@@ -27,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline import stage  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
 PY = sys.executable

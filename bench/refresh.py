@@ -35,7 +35,8 @@ from xml.sax import saxutils
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pipeline import stage, wiki  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.corpus import wiki
 
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
 WIKI = "enwiki"

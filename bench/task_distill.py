@@ -12,7 +12,7 @@ the project's tools run as a user runs them: extract_teacher_labels --task
 --temperatures `distill.py --task` trains the student with the same budget,
 data, init and seed, plus the no-teacher baseline (`finetune.py`, the same
 student). alpha weighs the hard-label CE, 1 - alpha the T^2-scaled KL to the
-teacher (modeling/task_distillation.py); alpha = 0 is pure KD. Each run keeps
+teacher (modeling/losses/task_losses.py); alpha = 0 is pure KD. Each run keeps
 its best dev checkpoint (--best_metric); every best/ checkpoint and the teacher
 are scored by evaluate.py --task on dev and, when the records have a labelled
 test split, on test. The best arm is chosen on dev only; its test figures are
@@ -45,7 +45,7 @@ sys.path.insert(0, ROOT)
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
 PY = VENV_PY if os.path.exists(VENV_PY) else sys.executable
 
-from pipeline import stage  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def parse_args(argv=None):

@@ -44,7 +44,7 @@ sys.path.insert(0, BENCH)
 
 import fetch_pretrained  # noqa: E402  pylint: disable=wrong-import-position
 import task_distill as td  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline import stage  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLES = ("A gorgeous, witty, seductive movie.",
            "The plot is paper-thin and the jokes fall flat.",

@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from pipeline import stage  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
 PY = sys.executable
@@ -91,7 +91,9 @@ def subset_records(records, out, shard):
 def save_teacher(directory, vocab_file, **overrides):
   """A random BertPretrainer for the vocab, saved as a TF1 checkpoint."""
   import keras  # pylint: disable=import-outside-toplevel
-  from modeling import bert, checkpoints, heads  # pylint: disable=import-outside-toplevel
+  from modeling.networks import bert  # pylint: disable=import-outside-toplevel
+  from modeling.checkpoints import checkpoints
+  from modeling.models import heads
   prefix = os.path.join(directory, "bert_model.ckpt")
   if not os.path.exists(prefix + ".index"):
     keras.utils.set_random_seed(0)
@@ -108,15 +110,19 @@ def save_teacher(directory, vocab_file, **overrides):
 def in_memory_batches(records, shapes):
   """All records' model inputs as padded [B,...] batches."""
   # pylint: disable=import-outside-toplevel
-  from pipeline import teacher_inference, teacher_labels_stage
+  from pipeline.labels import inference
+  from pipeline.labels import pretraining_labels
   manifest = stage.read_input(records, "create_pretraining_data")
-  paths = [os.path.join(records, n) for n in teacher_labels_stage.record_files(manifest)]
-  return [b["features"] for b in teacher_inference.records_batches(paths, shapes)]
+  paths = [os.path.join(records, n) for n in pretraining_labels.record_files(manifest)]
+  return [b["features"] for b in inference.records_batches(paths, shapes)]
 
 
 def load_teacher(prefix, precision):
   # pylint: disable=import-outside-toplevel
-  from modeling import bert, checkpoints, heads, optimization
+  from modeling.networks import bert
+  from modeling.checkpoints import checkpoints
+  from modeling.models import heads
+  from modeling.training import optimization
   config = bert.load_config(os.path.join(os.path.dirname(prefix), "bert_config.json"),
                             gelu_convention="google")
   model = heads.BertPretrainer(config, dtype=optimization.PRECISION_POLICIES[precision])
@@ -140,8 +146,8 @@ def bare_pass(forward, batches):
 def stage_pass(records, out, model, step, settings, vocab_file):
   """The stage's library path (as the tool runs it, minus model setup)."""
   # pylint: disable=import-outside-toplevel
-  from pipeline import teacher_labels_stage as ls
-  from pipeline.progress import Progress
+  from pipeline.labels import pretraining_labels as ls
+  from pipeline.core.progress import Progress
   shutil.rmtree(out, ignore_errors=True)
   manifest = stage.read_input(records, ls.INPUT_STAGE)
   config = ls.stage_config(manifest, settings, model.config.to_dict(), "not hashed",
@@ -184,15 +190,15 @@ def _median(values):
 def measure(d, records, prefix, precision, method, out, reps):
   """Alternates bare and stage passes `reps` times, then runs the tool."""
   # pylint: disable=import-outside-toplevel
-  from pipeline import teacher_inference
-  from pipeline import teacher_labels_stage as ls
+  from pipeline.labels import inference
+  from pipeline.labels import pretraining_labels as ls
   shapes = (BATCH, 128, 20)
   batches = in_memory_batches(records, shapes)
   model = load_teacher(prefix, precision)
   settings = ls.LabelSettings(batch_size=BATCH, mixed_precision=precision,
                               label_method=method)
-  forward = teacher_inference.make_forward(model, shapes)
-  step = teacher_inference.make_step(model, method, 32, 1.0, shapes)
+  forward = inference.make_forward(model, shapes)
+  step = inference.make_step(model, method, 32, 1.0, shapes)
   forward(batches[0])  # both traced before timing
   step(batches[0], tf_uniforms()) if method == "sampled" else step(batches[0])
   bare, staged = [], []

@@ -5,8 +5,8 @@
       [--extract_dir=out/extract]
 
 The raw-text SavedModel (tools/export.py --task) tokenizes in the graph with
-tensorflow-text (modeling/task_export.py); the records were made by
-pipeline/tokenization.py, which is reference-exact. For every row of the
+tensorflow-text (modeling/evaluation/task_export.py); the records were made by
+pipeline/text/tokenization.py, which is reference-exact. For every row of the
 task's TSV/CSV files that create_classification_data kept (same parser, same
 order), this compares (a) the word pieces of each text and (b) the packed
 model inputs (input_ids, input_mask, segment_ids after truncation) with the
@@ -31,10 +31,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_text as tf_text  # noqa: E402
 
-from modeling import task_export  # noqa: E402
-from pipeline import classification_data as cd  # noqa: E402
-from pipeline import classification_dataset as cds  # noqa: E402
-from pipeline import stage  # noqa: E402
+from modeling.evaluation import task_export  # noqa: E402
+from pipeline.records import classification_data as cd  # noqa: E402
+from pipeline.inputs import classification_dataset as cds  # noqa: E402
+from pipeline.core import stage  # noqa: E402
 
 BATCH = 512
 

@@ -9,7 +9,7 @@ At seq 128 (20 masked positions, vocab 30,522) for BERT-base and the 4-layer,
 - model FLOPs per sequence and the achieved fraction of the dense matmul rate
   measured here (tf.matmul 2048^3, float32 and bfloat16, both cores);
 - step time with a synthetic in-memory batch vs TFRecords through
-  pipeline/dataset.py (records written here with pipeline.tfrecord).
+  pipeline/inputs/pretraining_dataset.py (records written here with pipeline.tfrecord).
 Each measurement is a fresh process; the first step (tracing) is not timed.
 The machine is shared: every run records the 1-minute load average before and
 after it and the matmul rate measured by its own process(es) just before
@@ -31,8 +31,9 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
-from modeling import bert  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline import schema, tfrecord  # noqa: E402  pylint: disable=wrong-import-position
+from modeling.networks import bert  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.records import schema  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.records import tfrecord
 
 S, P, VOCAB = 128, 20, 30522
 MODELS = {"bert_base": dict(config="bert_base", batch=8, steps=5),
@@ -103,8 +104,12 @@ def train_steps(spec):
   """Runs 1 + spec["steps"] training steps; returns rank 0's timings."""
   # pylint: disable=import-outside-toplevel  (workers only)
   import keras
-  from modeling import distributed, heads, optimization, pretraining, trainer
-  from pipeline import distributed as launch
+  from modeling.training import distributed
+  from modeling.models import heads
+  from modeling.training import optimization
+  from modeling.training import pretraining
+  from modeling.training import trainer
+  from pipeline.core import distributed as launch
   world = distributed.initialize(launch.launched_by_mpi())
   # The machine's matmul rate right now (all ranks at once, summed): the
   # machine is shared, so fractions are taken against this figure.
@@ -129,11 +134,11 @@ def train_steps(spec):
 
 
 def _input(spec, world):
-  from pipeline import dataset  # pylint: disable=import-outside-toplevel
+  from pipeline.inputs import pretraining_dataset  # pylint: disable=import-outside-toplevel
   micro = spec["batch"] // world.size
   if spec["data"] == "synthetic":
-    return dataset.synthetic_dataset(micro, S, P, VOCAB, seed=world.rank)
-  return dataset.train_dataset(spec["records"], micro, S, P, 1, world.rank,
+    return pretraining_dataset.synthetic_dataset(micro, S, P, VOCAB, seed=world.rank)
+  return pretraining_dataset.train_dataset(spec["records"], micro, S, P, 1, world.rank,
                                world.size)
 
 

@@ -17,7 +17,9 @@ import os
 
 import numpy as np
 
-from pipeline import schema, stage, tfrecord
+from pipeline.records import schema
+from pipeline.core import stage
+from pipeline.records import tfrecord
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 VOCAB_SIZE = 40

@@ -21,9 +21,9 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 
-from modeling import bert
-from modeling import checkpoints
-from modeling import heads
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.models import heads
 
 CONFIG = bert.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=4, intermediate_size=64,

@@ -1,7 +1,7 @@
 """The classifier, its checkpoints, the task losses and metrics, the task input.
 
-modeling/classification.py, classification_metrics.py, task_distillation.py,
-classification_training.py and pipeline/classification_dataset.py at tiny sizes;
+modeling/models/classification.py, classification_metrics.py, task_distillation.py,
+classification_training.py and pipeline/inputs/classification_dataset.py at tiny sizes;
 losses against NumPy (1e-5), metrics against hand-computed values and brute force.
 """
 
@@ -16,12 +16,15 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 
-from modeling import bert, checkpoints, classification, heads
-from modeling import classification_metrics as cm
-from modeling import classification_training as ct
-from modeling import task_distillation as td
-from pipeline import classification_dataset as cd
-from pipeline.errors import InputError
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.models import classification
+from modeling.models import heads
+from modeling.evaluation import classification_metrics as cm
+from modeling.training import classification_training as ct
+from modeling.losses import task_losses as td
+from pipeline.inputs import classification_dataset as cd
+from pipeline.core.errors import InputError
 from tests import classification_fixtures as fixtures
 
 CONFIG = bert.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,

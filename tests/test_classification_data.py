@@ -12,9 +12,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-from pipeline import classification_data as cd
-from pipeline import tfrecord
-from pipeline.tokenization import BertTokenizer
+from pipeline.records import classification_data as cd
+from pipeline.records import tfrecord
+from pipeline.text.tokenization import BertTokenizer
 from tests.conftest import ROOT, run_tool, tool_env, tree_bytes
 from tests.test_stages import _assert_one_line_error, _listing
 
@@ -308,7 +308,7 @@ def test_incomplete_input_stage_is_refused(sst, vocab, tmp_path):
 _KILL_IN_DEV = """
 import os, runpy, signal, sys
 sys.path[:0] = [{root!r}, os.path.join({root!r}, "tools")]
-from pipeline import classification_data as cd
+from pipeline.records import classification_data as cd
 convert = cd.convert_file
 def convert_then_die(path, out_path, *args, **kwargs):
   if os.path.basename(path).startswith("dev"):

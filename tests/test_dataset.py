@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import dataset
-from pipeline.errors import InputError
+from pipeline.inputs import pretraining_dataset
+from pipeline.core.errors import InputError
 
 S, P = 64, 10
 
 
 def _train(records, batch=8, seed=1, rank=0, world=1, shuffle=100):
-  return dataset.train_dataset(records, batch, S, P, seed, rank, world,
+  return pretraining_dataset.train_dataset(records, batch, S, P, seed, rank, world,
                                shuffle_buffer_size=shuffle)
 
 
@@ -24,14 +24,14 @@ def _rows(ds, batches):
 
 
 def test_file_sharding_is_disjoint_and_complete(corpus):
-  files = dataset.record_files(corpus["records"], "train")
+  files = pretraining_dataset.record_files(corpus["records"], "train")
   assert len(files) == 4
-  shares = [dataset.shard_files(files, r, 3) for r in range(3)]
+  shares = [pretraining_dataset.shard_files(files, r, 3) for r in range(3)]
   assert sorted(sum(shares, [])) == files
   assert all(set(a).isdisjoint(b) for i, a in enumerate(shares)
              for b in shares[i + 1:])
   with pytest.raises(InputError, match="4 files cannot be split between 5"):
-    dataset.shard_files(files, 0, 5)
+    pretraining_dataset.shard_files(files, 0, 5)
 
 
 def test_ranks_read_distinct_records(corpus):
@@ -54,7 +54,7 @@ def test_batches_have_schema_shapes_and_int32(corpus):
   assert batch["next_sentence_labels"].shape == (5, 1)
   assert batch["input_ids"].dtype == tf.int32
   assert batch["masked_lm_weights"].dtype == tf.float32
-  synthetic = dataset.synthetic_dataset(5, S, P, vocab_size=400)
+  synthetic = pretraining_dataset.synthetic_dataset(5, S, P, vocab_size=400)
   assert synthetic.element_spec == _train(corpus["records"],
                                           batch=5).element_spec
 
@@ -72,8 +72,8 @@ def test_iterator_checkpoint_resumes_exact_position(corpus, tmp_path):
 
 
 def test_eval_shards_cover_every_record_once(corpus):
-  whole = _rows(dataset.eval_dataset(corpus["records"], 4, S, P), 100)
-  parts = [_rows(dataset.eval_dataset(corpus["records"], 4, S, P, r, 2), 100)
+  whole = _rows(pretraining_dataset.eval_dataset(corpus["records"], 4, S, P), 100)
+  parts = [_rows(pretraining_dataset.eval_dataset(corpus["records"], 4, S, P, r, 2), 100)
            for r in range(2)]
   assert len(whole) == 11  # Every eval record, the last batch partial.
   assert sorted(parts[0] + parts[1]) == sorted(whole)

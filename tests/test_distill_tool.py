@@ -18,8 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modeling import bert, checkpoints, distillation, heads
-from pipeline import dataset, distill_dataset, stage
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.training import distillation
+from modeling.models import heads
+from pipeline.inputs import pretraining_dataset
+from pipeline.inputs import distill_dataset
+from pipeline.core import stage
 from tests.conftest import MPIRUN, ROOT, run_tool, start_tool, tool_env
 from tests.test_pretrain_tool import (_checkpoint_values, _train_losses, duplicate_train_file,
                                       _wait_for_checkpoint)
@@ -207,7 +212,7 @@ def test_dataset_batches_are_the_records_plus_decoded_labels(corpus, labels):
   spec = distill_dataset.LabelSpec.from_manifest(manifest)
   assert (spec.truncation_factor, spec.label_method, spec.vocab_size) == (8, "topk", 400)
   got = next(iter(distill_dataset.eval_dataset(labels["full"], spec, 4)))
-  want = next(iter(dataset.eval_dataset(corpus["records"], 4, 64, 10)))
+  want = next(iter(pretraining_dataset.eval_dataset(corpus["records"], 4, 64, 10)))
   for name, value in want.items():
     np.testing.assert_array_equal(got[name], value, err_msg=name)
   assert got["teacher_ids"].shape == got["teacher_values"].shape == (4, 10, 8)

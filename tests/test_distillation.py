@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modeling import bert, distill_losses as dl, distillation, heads
-from modeling import pretraining, training_checkpoints
-from pipeline import teacher_labels
+from modeling.networks import bert
+from modeling.losses import distill_losses as dl
+from modeling.training import distillation
+from modeling.models import heads
+from modeling.training import pretraining
+from modeling.checkpoints import training_checkpoints
+from pipeline.labels import packed_labels
 
 B, P, V, K, S = 2, 5, 50, 6, 8
 # Real masked positions come first; the rest are padding (weight 0).
@@ -110,7 +114,7 @@ def test_sampled_estimator_matches_numpy_and_is_unbiased():
   student = rng.normal(0, 1, (1, 1, V)).astype(np.float32)
   p = np.exp(_log_softmax(rng.normal(0, 2, V)))
   rows, draws = 4000, 16
-  ids, weights = teacher_labels.unique_with_weights(
+  ids, weights = packed_labels.unique_with_weights(
       rng.choice(V, size=(rows, draws), p=p).astype(np.int32))
   log_q = tf.broadcast_to(dl.log_probs(student, 1.0), [1, rows, V])
   targets = {"teacher_ids": ids[None], "teacher_values": weights[None]}

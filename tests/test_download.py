@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from pipeline import download
-from pipeline.errors import InputError
+from pipeline.corpus import download
+from pipeline.core.errors import InputError
 from tests.conftest import run_tool
 from tests.http_fixtures import serve
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from pipeline import schema
+from pipeline.records import schema
 from tests.conftest import ROOT, SAMPLE_DUMP, tool_env
 
 pytestmark = pytest.mark.skipif(

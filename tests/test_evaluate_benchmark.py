@@ -1,4 +1,4 @@
-"""modeling/evaluation.py, tools/evaluate.py and tools/benchmark.py on a few
+"""modeling/evaluation/evaluation.py, tools/evaluate.py and tools/benchmark.py on a few
 hand-made records (S=16, P=4, vocab 50) and two tiny random models.
 
 The metrics are checked against a NumPy computation from the model's logits;
@@ -11,9 +11,17 @@ import os
 import numpy as np
 import pytest
 
-from modeling import bert, checkpoints, evaluation, heads, pretraining
-from pipeline import distill_dataset, schema, stage, teacher_labels, tfrecord
-from pipeline.errors import InputError
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.evaluation import evaluation
+from modeling.models import heads
+from modeling.training import pretraining
+from pipeline.inputs import distill_dataset
+from pipeline.records import schema
+from pipeline.core import stage
+from pipeline.labels import packed_labels
+from pipeline.records import tfrecord
+from pipeline.core.errors import InputError
 from tests.conftest import run_tool, start_tool
 
 tf = pytest.importorskip("tensorflow")
@@ -48,7 +56,7 @@ def _teacher_columns(rng, n, num_real):
   values = np.broadcast_to(np.array([0.5, 0.25, 0.125, 0.0625]), (n, P, K))
   tail = np.full((n, P), 0.0625)
   nsp = rng.normal(size=(n, 2))
-  return teacher_labels.teacher_columns(ids, values, tail, nsp, num_real, "uint16")
+  return packed_labels.teacher_columns(ids, values, tail, nsp, num_real, "uint16")
 
 
 def _write_stage(directory, stage_name, config, columns, dtypes):

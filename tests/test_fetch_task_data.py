@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from pipeline import task_data
+from pipeline.records import task_data
 from tests import http_fixtures
 from tests.conftest import run_tool, tree_bytes
 from tests.test_stages import _assert_one_line_error

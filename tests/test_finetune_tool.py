@@ -18,9 +18,11 @@ import sys
 import numpy as np
 import pytest
 
-from modeling import bert, classification, heads
-from modeling import classification_metrics as cm
-from pipeline import classification_dataset as cd
+from modeling.networks import bert
+from modeling.models import classification
+from modeling.models import heads
+from modeling.evaluation import classification_metrics as cm
+from pipeline.inputs import classification_dataset as cd
 from tests import classification_fixtures as fixtures
 from tests.conftest import MPIRUN, ROOT, run_tool, start_tool, tool_env
 from tests.test_distill_tool import _error_line, _write_json

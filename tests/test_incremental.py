@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from pipeline import tfrecord
+from pipeline.records import tfrecord
 from tests import wiki_fixtures
 from tests.conftest import records_flags, run_tool, synthetic_pages
 

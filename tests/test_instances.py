@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from pipeline import instances as inst
+from pipeline.records import instances as inst
 
 CLS, SEP, MASK, V = 2, 3, 4, 500
 

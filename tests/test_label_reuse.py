@@ -8,7 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from pipeline import label_reuse, stage, tfrecord
+from pipeline.labels import reuse
+from pipeline.core import stage
+from pipeline.records import tfrecord
 from tests.conftest import run_tool, start_tool
 from tests.test_incremental import versions  # noqa: F401  pylint: disable=unused-import
 from tests.test_stages import _kill_after_first
@@ -24,7 +26,9 @@ def tiny_teacher(tmp_path_factory):
   """modeling/configs/tiny_teacher.json at the fixture's vocab (400), random
   weights saved as a Google TF1 checkpoint."""
   import keras  # pylint: disable=import-outside-toplevel
-  from modeling import bert, checkpoints, heads  # pylint: disable=import-outside-toplevel
+  from modeling.networks import bert  # pylint: disable=import-outside-toplevel
+  from modeling.checkpoints import checkpoints
+  from modeling.models import heads
   keras.utils.set_random_seed(11)
   config = bert.load_config("tiny_teacher", vocab_size=400, initializer_range=0.5)
   model = heads.BertPretrainer(config)
@@ -142,11 +146,11 @@ def test_another_fingerprint_or_no_cache_is_not_reused(corpus, tiny_teacher, v1_
 
 
 def test_match_by_digest_handles_duplicates_and_absent_records():
-  old = label_reuse.digests([b"a", b"b", b"a", b"c"])
-  new = label_reuse.digests([b"c", b"d", b"a", b"b"])
-  index = label_reuse._match(new, old)  # pylint: disable=protected-access
+  old = reuse.digests([b"a", b"b", b"a", b"c"])
+  new = reuse.digests([b"c", b"d", b"a", b"b"])
+  index = reuse._match(new, old)  # pylint: disable=protected-access
   assert index[0] == 3 and index[1] == -1 and index[2] in (0, 2) and index[3] == 1
-  assert (label_reuse._match(new, old[:0]) == -1).all()  # pylint: disable=protected-access
+  assert (reuse._match(new, old[:0]) == -1).all()  # pylint: disable=protected-access
 
 
 def test_a_corrupt_earlier_file_is_an_error(tmp_path):
@@ -154,9 +158,9 @@ def test_a_corrupt_earlier_file_is_an_error(tmp_path):
   with tfrecord.TFRecordWriter(path) as w:
     for record in (b"one", b"two", b"three"):
       w.write_raw(record)
-  assert [label_reuse.OldFile(path).record(i) for i in range(3)] == [b"one", b"two", b"three"]
+  assert [reuse.OldFile(path).record(i) for i in range(3)] == [b"one", b"two", b"three"]
   data = bytearray(open(path, "rb").read())
   data[-6] ^= 1  # inside the last record's payload
   open(path, "wb").write(bytes(data))
-  with pytest.raises(label_reuse.InputError, match="corrupt"):
-    label_reuse.OldFile(path)
+  with pytest.raises(reuse.InputError, match="corrupt"):
+    reuse.OldFile(path)

@@ -1,4 +1,4 @@
-"""Tests for modeling/bert.py, heads.py and student_init.py at tiny sizes."""
+"""Tests for modeling/networks/bert.py, heads.py and student_init.py at tiny sizes."""
 
 import json
 import os
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modeling import bert
-from modeling import checkpoints
-from modeling import heads
-from modeling import student_init
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.models import heads
+from modeling.models import student_init
 
 CONFIG = bert.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
                          num_attention_heads=4, intermediate_size=64,

@@ -18,8 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modeling import bert, checkpoints, heads, pretraining
-from pipeline import dataset, stage
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.models import heads
+from modeling.training import pretraining
+from pipeline.inputs import pretraining_dataset
+from pipeline.core import stage
 from tests.conftest import MPIRUN, ROOT, records_flags, run_tool, tool_env
 
 TINY = dict(vocab_size=400, hidden_size=32, num_hidden_layers=2,
@@ -127,7 +131,7 @@ def test_sigkill_then_resume_equals_straight_run(straight, corpus, tiny_config,
 
 
 def _eval_batch(corpus):
-  batch = next(iter(dataset.eval_dataset(corpus["records"], 8, 64, 10)))
+  batch = next(iter(pretraining_dataset.eval_dataset(corpus["records"], 8, 64, 10)))
   return {k: batch[k] for k in pretraining.MODEL_INPUTS}
 
 

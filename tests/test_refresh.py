@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipeline import refresh
+from pipeline.corpus import refresh
 from tests import mirror_fixtures, wiki_fixtures
 from tests.conftest import ROOT, synthetic_pages, tool_env
 from tests.http_fixtures import serve

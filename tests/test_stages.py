@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import schema, sharding, tfrecord
+from pipeline.records import schema
+from pipeline.corpus import sharding
+from pipeline.records import tfrecord
 from tests.conftest import (MPIRUN, ROOT, records_flags, run_tool, start_tool,
                             tool_env, tree_bytes)
 
@@ -71,7 +73,7 @@ def test_shard_outputs_partition_documents(corpus):
 
 
 def _read_shard(d, name):
-  from pipeline.pretraining_data import iter_documents  # pylint: disable=import-outside-toplevel
+  from pipeline.records.pretraining_data import iter_documents  # pylint: disable=import-outside-toplevel
   for page_id, _, sentences in iter_documents(os.path.join(d, name + ".txt"),
                                              os.path.join(d, name + ".docs.tsv")):
     yield page_id, sentences

@@ -13,8 +13,8 @@ import unicodedata
 import numpy as np
 import pytest
 
-from modeling import classification_metrics as cm
-from modeling import task_evaluation as te
+from modeling.evaluation import classification_metrics as cm
+from modeling.evaluation import task_evaluation as te
 from tests.conftest import run_tool, start_tool
 
 tf = pytest.importorskip("tensorflow")
@@ -72,7 +72,8 @@ def _write_vocab(path):
 
 def _save_classifier(directory, hidden, layers, seed, vocab_size):
   import keras  # pylint: disable=import-outside-toplevel
-  from modeling import bert, classification  # pylint: disable=import-outside-toplevel
+  from modeling.networks import bert  # pylint: disable=import-outside-toplevel
+  from modeling.models import classification
   keras.utils.set_random_seed(seed)
   config = bert.BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                            num_attention_heads=2, intermediate_size=2 * hidden,
@@ -123,7 +124,7 @@ def _finish_all(procs):
 
 
 def _direct_logits(checkpoint, records, split="dev"):
-  from modeling import classification  # pylint: disable=import-outside-toplevel
+  from modeling.models import classification  # pylint: disable=import-outside-toplevel
   inp = te.read_task_eval_input(records, split)
   batch = next(iter(te.cds.eval_dataset(inp.dir, inp.spec, 1000, split)))
   model = classification.load_classifier(checkpoint)
@@ -157,7 +158,7 @@ def runs(task):
   """The tools' outputs: evaluate, a failing evaluate, benchmark and export
   started at once (each is mostly TensorFlow's start-up and tracing), while
   this process exports the pair task with the library."""
-  from modeling import task_export  # pylint: disable=import-outside-toplevel
+  from modeling.evaluation import task_export  # pylint: disable=import-outside-toplevel
   base = task["base"] / "runs"
   out = {name: str(base / name) for name in ("eval.json", "bench", "export", "export_pair")}
   models = ",".join(f"{n}=:{task[n]}" for n in ("teacher", "finetuned", "distilled"))
@@ -273,7 +274,7 @@ def test_export_pair_round_trip_with_truncation(task, runs):
 
 
 def test_truncation_matches_bert_truncate_seq_pair():
-  from modeling import task_export  # pylint: disable=import-outside-toplevel
+  from modeling.evaluation import task_export  # pylint: disable=import-outside-toplevel
 
   def reference(a, b, budget):  # google-research/bert's _truncate_seq_pair
     while a + b > budget:
@@ -291,7 +292,7 @@ def test_truncation_matches_bert_truncate_seq_pair():
 
 
 def test_compare_tokenizers_counts_the_known_difference(task):
-  from modeling import task_export  # pylint: disable=import-outside-toplevel
+  from modeling.evaluation import task_export  # pylint: disable=import-outside-toplevel
   texts = [_sentence(random.Random(i), i % 2) for i in range(200)]
   texts += ["A\u00a0non-breaking space, tabs\tand\nnewlines", "Zero\u200bwidth", "e\u0301te"]
   texts += ["ΟΔΟΣ Σ"]  # final sigma: both lower-case it in context ("οδος σ")

@@ -10,10 +10,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipeline import classification_dataset as cds
-from pipeline import schema, stage, tfrecord
-from pipeline import task_labels_stage as task_stage
-from pipeline.errors import InputError
+from pipeline.inputs import classification_dataset as cds
+from pipeline.records import schema
+from pipeline.core import stage
+from pipeline.records import tfrecord
+from pipeline.labels import task_labels as task_stage
+from pipeline.core.errors import InputError
 from tests import classification_fixtures as fixtures
 from tests.conftest import run_tool, start_tool, tree_bytes
 from tests.test_stages import _assert_one_line_error, _kill_after_first, _listing
@@ -26,7 +28,8 @@ FILES = ["dev/part-00000.tfrecord", "train/part-00000.tfrecord"]
 
 def _save_classifier(directory, num_labels, vocab_size=fixtures.VOCAB_SIZE, seed=3):
   import keras  # pylint: disable=import-outside-toplevel
-  from modeling import bert, classification  # pylint: disable=import-outside-toplevel
+  from modeling.networks import bert  # pylint: disable=import-outside-toplevel
+  from modeling.models import classification
   keras.utils.set_random_seed(seed)
   # A wide init spreads the logits, so they are not all alike.
   config = bert.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
@@ -99,7 +102,7 @@ def test_outputs_are_the_records_plus_the_teacher_logits(task, labels):
 
 
 def test_logits_equal_the_model_on_the_records(task, labels):
-  from modeling import classification  # pylint: disable=import-outside-toplevel
+  from modeling.models import classification  # pylint: disable=import-outside-toplevel
   model = classification.load_classifier(task["teacher"])
   for split in ("dev", "train"):
     columns = task["splits"][split]
@@ -151,7 +154,7 @@ def test_another_vocab_is_a_one_line_error(task, tmp_path):
 
 
 def _check(task, teacher_dir):
-  from modeling import classification  # pylint: disable=import-outside-toplevel
+  from modeling.models import classification  # pylint: disable=import-outside-toplevel
   manifest = stage.read_input(task["records"], task_stage.INPUT_STAGE)
   model = classification.load_classifier(teacher_dir)
   task_stage.check_classifier(manifest, model.config, model.num_labels, teacher_dir,

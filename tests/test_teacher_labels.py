@@ -12,7 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import schema, teacher_inference, teacher_labels, tfrecord
+from pipeline.records import schema
+from pipeline.labels import inference
+from pipeline.labels import packed_labels
+from pipeline.records import tfrecord
 from tests.conftest import MPIRUN, ROOT, run_tool, start_tool, tool_env, tree_bytes
 from tests.test_stages import _assert_one_line_error, _kill_after_first, _listing
 
@@ -28,7 +31,9 @@ NAMES = [f"train/part-{i:05d}" for i in range(4)] + ["eval/part-00000"]
 def teacher(tmp_path_factory):
   """A random BertPretrainer (vocab 400) saved as a Google TF1 checkpoint."""
   import keras  # pylint: disable=import-outside-toplevel
-  from modeling import bert, checkpoints, heads  # pylint: disable=import-outside-toplevel
+  from modeling.networks import bert  # pylint: disable=import-outside-toplevel
+  from modeling.checkpoints import checkpoints
+  from modeling.models import heads
   d = tmp_path_factory.mktemp("teacher")
   keras.utils.set_random_seed(7)
   # A wide init makes the distribution peaked, so the top-k is not a tie.
@@ -103,13 +108,15 @@ def test_outputs_files_and_counts(corpus, topk_out):
 
 def _direct(teacher, examples, temperature):
   """The teacher's p_T [N,P,V] and NSP logits [N,2], computed directly."""
-  from modeling import bert, checkpoints, heads  # pylint: disable=import-outside-toplevel
+  from modeling.networks import bert  # pylint: disable=import-outside-toplevel
+  from modeling.checkpoints import checkpoints
+  from modeling.models import heads
   config = bert.load_config(teacher["config"], gelu_convention="google")
   model = heads.BertPretrainer(config)
   checkpoints.load_checkpoint(model, teacher["ckpt"])
   spec = schema.tf_feature_spec(schema.PRETRAINING_FEATURES, 64, 10)
   parsed = tf.io.parse_example(examples, spec)
-  outputs = model({k: tf.cast(parsed[k], tf.int32) for k in teacher_inference.MODEL_INPUTS})
+  outputs = model({k: tf.cast(parsed[k], tf.int32) for k in inference.MODEL_INPUTS})
   logits = outputs["mlm_logits"].numpy().astype(np.float64) / temperature
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   return probs / probs.sum(-1, keepdims=True), outputs["nsp_logits"].numpy(), parsed
@@ -126,7 +133,7 @@ def test_topk_labels_equal_a_direct_computation(corpus, teacher, topk_out):
     np.testing.assert_allclose(example.features.feature["teacher_nsp_logits"].float_list.value,
                                nsp[i], atol=1e-5)
     n = int(weights[i].sum())
-    ids, values, tail = teacher_labels.decode_record_targets(_teacher_bytes(example), 8, "uint16")
+    ids, values, tail = packed_labels.decode_record_targets(_teacher_bytes(example), 8, "uint16")
     assert ids.shape == values.shape == (n, 8) and tail.shape == (n,)  # padding: nothing
     expected_ids = np.argsort(-probs[i, :n], axis=-1, kind="stable")[:, :8]
     np.testing.assert_array_equal(ids, expected_ids)
@@ -139,17 +146,17 @@ def test_topk_labels_equal_a_direct_computation(corpus, teacher, topk_out):
 
 
 def test_tf_decoder_equals_numpy_decoder(topk_out):
-  k, id_dtype, p = teacher_labels.label_config(_manifest(topk_out))
+  k, id_dtype, p = packed_labels.label_config(_manifest(topk_out))
   spec = schema.tf_feature_spec(schema.DISTILL_FEATURES, 64, p)
   path = os.path.join(topk_out, "train/part-00001.tfrecord")
   batch = next(iter(tf.data.TFRecordDataset(path).batch(16).map(
       lambda x: tf.io.parse_example(x, spec))))
-  decoded = teacher_labels.decode_teacher_targets(batch, k, id_dtype, p)
+  decoded = packed_labels.decode_teacher_targets(batch, k, id_dtype, p)
   assert decoded["teacher_ids"].shape == (16, p, k) and decoded["teacher_ids"].dtype == tf.int32
   for i in range(16):
     row = {name: batch[name][i].numpy() for name in ("teacher_ids", "teacher_values",
                                                       "teacher_tail_mass")}
-    ids, values, tail = teacher_labels.decode_record_targets(row, k, id_dtype)
+    ids, values, tail = packed_labels.decode_record_targets(row, k, id_dtype)
     n = len(tail)
     assert n == int(batch["masked_lm_weights"][i].numpy().sum())
     np.testing.assert_array_equal(decoded["teacher_ids"][i, :n], ids)
@@ -162,7 +169,7 @@ def test_sampled_labels_are_weights_over_distinct_ids(sampled_out):
   assert _manifest(sampled_out)["config"]["seed"] == 7
   for record in _records(sampled_out, "train/part-00003")[:50]:
     example = tf.train.Example.FromString(record)
-    ids, weights, tail = teacher_labels.decode_record_targets(_teacher_bytes(example), 32, "uint16")
+    ids, weights, tail = packed_labels.decode_record_targets(_teacher_bytes(example), 32, "uint16")
     assert len(ids) == sum(example.features.feature["masked_lm_weights"].float_list.value)
     np.testing.assert_array_equal(weights.sum(-1), 1.0)  # multiples of 1/32: exact
     assert not tail.any()
@@ -181,12 +188,12 @@ def test_sampling_estimator_is_unbiased():
   probs = np.exp(logits) / np.exp(logits).sum()
   f = rng.normal(size=v)
   records = [i.to_bytes(4, "little") for i in range(rows)]
-  uniforms = teacher_labels.record_uniforms(3, records, (k,))
+  uniforms = packed_labels.record_uniforms(3, records, (k,))
   batch = tf.constant(np.tile(probs.astype(np.float32), (rows, 1)))
-  one = teacher_inference.sample_ids(batch, tf.constant(uniforms), 0).numpy()
-  two = teacher_inference.sample_ids(batch, tf.constant(uniforms), 4).numpy()
+  one = inference.sample_ids(batch, tf.constant(uniforms), 0).numpy()
+  two = inference.sample_ids(batch, tf.constant(uniforms), 4).numpy()
   assert (one == two).mean() > 0.999  # the same inverse CDF, in two steps
-  ids, weights = teacher_labels.unique_with_weights(two)
+  ids, weights = packed_labels.unique_with_weights(two)
   estimates = (weights * f[ids]).sum(-1)  # [rows]
   exact = (probs * f).sum()
   stderr = estimates.std() / np.sqrt(rows)
@@ -200,12 +207,12 @@ def test_block_topk_is_exact_with_ties():
   rng = np.random.default_rng(1)
   probs = np.round(rng.random((64, 203)) ** 4, 2).astype(np.float32)  # many ties
   for block in (4, 8):
-    values, ids = teacher_inference.block_topk(tf.constant(probs), 6, block)
+    values, ids = inference.block_topk(tf.constant(probs), 6, block)
     ref = tf.math.top_k(probs, 6)
     np.testing.assert_array_equal(ids.numpy(), ref.indices.numpy())
     np.testing.assert_array_equal(values.numpy(), ref.values.numpy())
-  assert teacher_inference.block_size(30522, 32) == 32
-  assert teacher_inference.block_size(400, 32) == 0
+  assert inference.block_size(30522, 32) == 32
+  assert inference.block_size(400, 32) == 0
 
 
 def test_rerun_is_noop_and_other_settings_are_refused(corpus, teacher, topk_out):
@@ -260,13 +267,13 @@ def test_mpirun_two_ranks_give_the_same_bytes(corpus, teacher, sampled_out, tmp_
 
 def test_files_without_records_still_get_an_output():
   """Batches name their file; files they skip are begun and ended (empty)."""
-  from pipeline import teacher_labels_stage  # pylint: disable=import-outside-toplevel
+  from pipeline.labels import pretraining_labels  # pylint: disable=import-outside-toplevel
   sent = []
 
   class Writer:
     send = staticmethod(sent.append)
 
-  files = teacher_labels_stage._Files(Writer(), ["a", "b", "c"])  # pylint: disable=protected-access
+  files = pretraining_labels._Files(Writer(), ["a", "b", "c"])  # pylint: disable=protected-access
   files.advance_to(0)
   files.advance_to(0)
   files.advance_to(2)  # "b" had no records
@@ -287,7 +294,7 @@ def test_size_of_the_list_layout_is_exact(corpus):
              "teacher_values": np.where(real[..., None], values, 0).reshape(m, -1),
              "teacher_tail_mass": np.where(real, tail, 0), "teacher_nsp_logits": nsp}
   dtypes = {**dict.fromkeys(columns, schema.FLOAT), "teacher_ids": schema.INT64}
-  _, lengths = teacher_labels.append_features(records, *tfrecord.encode_examples(columns, dtypes))
-  computed = teacher_labels.merged_record_bytes(
-      [len(r) for r in records], teacher_labels.list_layout_lengths(ids, values, tail, nsp, n))
+  _, lengths = packed_labels.append_features(records, *tfrecord.encode_examples(columns, dtypes))
+  computed = packed_labels.merged_record_bytes(
+      [len(r) for r in records], packed_labels.list_layout_lengths(ids, values, tail, nsp, n))
   np.testing.assert_array_equal(computed, lengths + 16)  # + TFRecord framing

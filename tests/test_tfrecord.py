@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline import schema, tfrecord
+from pipeline.records import schema
+from pipeline.records import tfrecord
 
 
 def _columns(n, seq=16, pred=4, seed=0):

@@ -17,10 +17,10 @@ import unicodedata
 import numpy as np
 import pytest
 
-from pipeline import tokenization
-from pipeline.errors import InputError
-from pipeline.tokenization import BertTokenizer
-from pipeline.tokenization import load_vocab
+from pipeline.text import tokenization
+from pipeline.core.errors import InputError
+from pipeline.text.tokenization import BertTokenizer
+from pipeline.text.tokenization import load_vocab
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

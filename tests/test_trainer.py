@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modeling import bert
-from modeling import heads
-from modeling import losses
-from modeling import optimization
-from modeling import pretraining
-from modeling import trainer
-from pipeline import dataset
-from pipeline.errors import InputError
+from modeling.networks import bert
+from modeling.models import heads
+from modeling.losses import pretraining_losses
+from modeling.training import optimization
+from modeling.training import pretraining
+from modeling.training import trainer
+from pipeline.inputs import pretraining_dataset
+from pipeline.core.errors import InputError
 
 # No dropout: runs that should match must see the same function.
 CONFIG = bert.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
@@ -105,16 +105,16 @@ def test_losses_match_numpy():
   ce = _np_ce(mlm, ids)
   want_mlm = (weights * ce).sum() / weights.sum()
   want_acc = (weights * (mlm.argmax(-1) == ids)).sum() / weights.sum()
-  got = losses.masked_lm_loss(mlm, ids, weights)
+  got = pretraining_losses.masked_lm_loss(mlm, ids, weights)
   np.testing.assert_allclose(float(got), want_mlm, rtol=1e-5)
-  np.testing.assert_allclose(float(losses.masked_lm_accuracy(
+  np.testing.assert_allclose(float(pretraining_losses.masked_lm_accuracy(
       mlm, ids, weights)), want_acc, rtol=1e-5)
-  np.testing.assert_allclose(float(losses.next_sentence_loss(nsp, labels)),
+  np.testing.assert_allclose(float(pretraining_losses.next_sentence_loss(nsp, labels)),
                              _np_ce(nsp, labels[:, 0]).mean(), rtol=1e-5)
   np.testing.assert_allclose(
-      float(losses.next_sentence_accuracy(nsp, labels)),
+      float(pretraining_losses.next_sentence_accuracy(nsp, labels)),
       (nsp.argmax(-1) == labels[:, 0]).mean())
-  sums = losses.pretraining_sums({"mlm_logits": mlm, "nsp_logits": nsp},
+  sums = pretraining_losses.pretraining_sums({"mlm_logits": mlm, "nsp_logits": nsp},
                                  {"masked_lm_ids": ids,
                                   "masked_lm_weights": weights,
                                   "next_sentence_labels": labels})
@@ -131,9 +131,9 @@ def test_tiny_pretraining_run_lowers_the_loss(corpus, tmp_path):
   config = CONFIG.replace(vocab_size=400)
   model = _model(config)
   loop = _trainer(model, 40, 16, tmp_path, lr=3e-3)
-  evals = dataset.eval_dataset(corpus["records"], 16, 64, 10)
+  evals = pretraining_dataset.eval_dataset(corpus["records"], 16, 64, 10)
   before = loop.evaluate(evals)
-  summary = loop.train(dataset.train_dataset(corpus["records"], 16, 64, 10,
+  summary = loop.train(pretraining_dataset.train_dataset(corpus["records"], 16, 64, 10,
                                              seed=1), evals)
   after = summary["eval"]
   assert summary["step"] == 40 and loop.step == 40
@@ -144,7 +144,7 @@ def test_tiny_pretraining_run_lowers_the_loss(corpus, tmp_path):
 def _fixed_examples(n):
   # Every masked position has weight 1, so each micro-batch normalises the
   # MLM loss by the same count and k micro-batches equal one big batch.
-  batch = dataset.synthetic_batch(n, S, P, CONFIG.vocab_size, seed=3)
+  batch = pretraining_dataset.synthetic_batch(n, S, P, CONFIG.vocab_size, seed=3)
   return tf.data.Dataset.from_tensor_slices(batch)
 
 

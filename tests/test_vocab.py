@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from pipeline import tokenization
-from pipeline import vocab
-from pipeline.errors import InputError
-from pipeline.tokenization import BertTokenizer
+from pipeline.text import tokenization
+from pipeline.text import vocab
+from pipeline.core.errors import InputError
+from pipeline.text.tokenization import BertTokenizer
 
 SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _SYLLABLES = ["ka", "to", "ri", "men", "sa", "lo", "vi", "dre", "qua", "ne",

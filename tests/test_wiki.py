@@ -1,4 +1,4 @@
-"""Tests for pipeline/wiki.py: reading MediaWiki exports and cleaning pages."""
+"""Tests for pipeline/corpus/wiki.py: reading MediaWiki exports and cleaning pages."""
 
 import bz2
 import collections
@@ -11,8 +11,8 @@ import tracemalloc
 
 import pytest
 
-from pipeline import wiki
-from pipeline.errors import InputError
+from pipeline.corpus import wiki
+from pipeline.core.errors import InputError
 from tests import wiki_fixtures
 
 REAL_SAMPLE = os.path.join(

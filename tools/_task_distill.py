@@ -8,7 +8,7 @@
 --teacher_labels_dir is tools/extract_teacher_labels.py --task output: the task's
 records plus the fine-tuned teacher's logits. The student (a BertClassifier) trains
 on alpha * CE(labels) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))
-(modeling/task_distillation.py), evaluated every epoch on the dev split with
+(modeling/losses/task_losses.py), evaluated every epoch on the dev split with
 <output_dir>/best/ kept by --best_metric, as tools/finetune.py does. Imported by
 tools/distill.py, which defines the student/teacher/alpha/temperature flags.
 """
@@ -16,8 +16,10 @@ tools/distill.py, which defines the student/teacher/alpha/temperature flags.
 from absl import flags
 
 import _task_training
-from modeling import classification, student_init, task_distillation
-from pipeline.errors import InputError
+from modeling.models import classification
+from modeling.models import student_init
+from modeling.losses import task_losses
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("task", False, "Task-specific distillation of a classifier from "
@@ -37,7 +39,7 @@ def _check_flags():
                      "--task output)")
   try:
     temperature = 1.0 if FLAGS.temperature is None else FLAGS.temperature
-    return task_distillation.TaskDistillConfig(FLAGS.alpha, temperature)
+    return task_losses.TaskDistillConfig(FLAGS.alpha, temperature)
   except ValueError as e:
     raise InputError("flags", str(e)) from None
 

@@ -8,7 +8,7 @@
 --input_dir is create_classification_data output, or extract_teacher_labels
 --task output (then the teacher's agreement and KL are added); --checkpoint
 (and each model's checkpoint) a classifier with its config beside it. See
-modeling/task_evaluation.py for the metrics.
+modeling/evaluation/task_evaluation.py for the metrics.
 
 Imported by the tools; reads their flags.
 """
@@ -21,10 +21,10 @@ import time
 from absl import flags
 import tensorflow as tf
 
-from modeling import evaluation
-from modeling import task_evaluation as te
-from pipeline import stage
-from pipeline.errors import InputError
+from modeling.evaluation import evaluation
+from modeling.evaluation import task_evaluation as te
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 

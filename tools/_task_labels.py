@@ -7,7 +7,7 @@
 classifier (a finetune run or its best/ directory, Google run_classifier or HF
 BertForSequenceClassification weights) with its config beside it unless
 --bert_config_file is given. Writes each record of --splits with the teacher's
-logits added (pipeline/task_labels_stage.py).
+logits added (pipeline/labels/task_labels.py).
 
 Imported by the tool; reads its flags.
 """
@@ -17,12 +17,17 @@ import time
 
 from absl import flags
 
-from modeling import bert, checkpoints, classification, optimization, pretraining
-from pipeline import distributed, stage
-from pipeline import task_labels_stage as task_stage
-from pipeline import teacher_labels_stage as labels_stage
-from pipeline.errors import InputError
-from pipeline.progress import Progress
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.models import classification
+from modeling.training import optimization
+from modeling.training import pretraining
+from pipeline.core import distributed
+from pipeline.core import stage
+from pipeline.labels import task_labels as task_stage
+from pipeline.labels import pretraining_labels as labels_stage
+from pipeline.core.errors import InputError
+from pipeline.core.progress import Progress
 
 FLAGS = flags.FLAGS
 

@@ -16,11 +16,15 @@ from absl import flags
 import keras
 
 import _training_flags as training
-from modeling import classification, classification_metrics, classification_training
-from modeling import pretraining
-from modeling import task_distillation, trainer
-from pipeline import classification_dataset, stage
-from pipeline.errors import InputError
+from modeling.models import classification
+from modeling.evaluation import classification_metrics
+from modeling.training import classification_training
+from modeling.training import pretraining
+from modeling.losses import task_losses
+from modeling.training import trainer
+from pipeline.inputs import classification_dataset
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("num_train_epochs", 3.0, "Passes over the train split "
@@ -44,7 +48,7 @@ class TaskRun:
   vocab_file: str
   output_dir: str
   teacher_logits: bool  # data_dir holds task distill records.
-  distill: task_distillation.TaskDistillConfig
+  distill: task_losses.TaskDistillConfig
   init: Optional[Callable] = None  # init(model) -> None, may raise ValueError.
   init_checkpoint: Optional[str] = None  # For the config's GELU convention.
   init_label: str = "--init_checkpoint"  # Where init errors point.

@@ -10,10 +10,13 @@ import sys
 from absl import flags
 import tensorflow as tf
 
-from modeling import distributed, optimization, pretraining, trainer
-from pipeline import distributed as launch  # mpirun detection
-from pipeline import stage
-from pipeline.errors import InputError
+from modeling.training import distributed
+from modeling.training import optimization
+from modeling.training import pretraining
+from modeling.training import trainer
+from pipeline.core import distributed as launch  # mpirun detection
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("train_batch_size", 32, "Global batch: all ranks, all micro-steps.")

@@ -5,7 +5,7 @@
 
 --models: name=config:checkpoint, comma-separated, the reference (teacher) first;
 an empty config means the one beside the checkpoint. All models are measured in
-one run with their repeats interleaved (see modeling/evaluation.py). Writes
+one run with their repeats interleaved (see modeling/evaluation/evaluation.py). Writes
 benchmark.md (the table), benchmark.json (every number and sample, the load
 average, settings) and benchmark.png (held-out MLM accuracy vs latency).
 
@@ -23,9 +23,11 @@ import _task_eval
 from absl import flags
 import tensorflow as tf
 
-from modeling import evaluation
-from pipeline import cli, dataset, stage
-from pipeline.errors import InputError
+from modeling.evaluation import evaluation
+from pipeline.core import cli
+from pipeline.inputs import pretraining_dataset
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", None, "name=config:checkpoint,... (first = reference).",
@@ -33,7 +35,7 @@ flags.DEFINE_list("models", None, "name=config:checkpoint,... (first = reference
 flags.DEFINE_string("input_dir", None, "create_pretraining_data or "
                     "extract_teacher_labels output (held-out metrics).", required=True)
 flags.DEFINE_string("output_dir", None, "Where benchmark.md/.json/.png go.", required=True)
-flags.DEFINE_enum("split", None, dataset.SPLITS + ("dev", "test"), "Records split "
+flags.DEFINE_enum("split", None, pretraining_dataset.SPLITS + ("dev", "test"), "Records split "
                   "for the metrics (default: eval; dev with --task).")
 flags.DEFINE_bool("task", False, "Classifiers on classification records.")
 flags.DEFINE_string("vocab_file", None, "With --task: refuse records made with "
@@ -122,8 +124,8 @@ def main(argv):
   del argv
   if FLAGS.task:
     return _task_eval.benchmark(_model_specs())
-  if FLAGS.split not in (None,) + dataset.SPLITS:
-    raise InputError("--split", f"pretraining records have splits {dataset.SPLITS}")
+  if FLAGS.split not in (None,) + pretraining_dataset.SPLITS:
+    raise InputError("--split", f"pretraining records have splits {pretraining_dataset.SPLITS}")
   specs, settings = _model_specs(), _settings()
   inp = evaluation.read_eval_input(FLAGS.input_dir, FLAGS.split or "eval")
   models, results = _held_out(specs, inp)

@@ -14,8 +14,10 @@ import os
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
-from pipeline import cli, stage, vocab
-from pipeline.errors import InputError
+from pipeline.core import cli
+from pipeline.core import stage
+from pipeline.text import vocab
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Output directory of shard_text.", required=True)

@@ -9,7 +9,7 @@ task-specific distillation (google-research/bert's run_classifier features).
 
 Writes <split>/part-00000.tfrecord for each of train/dev/test found; malformed
 rows are skipped and counted per reason with their first line numbers in
-stats.json. See pipeline/classification_data.py.
+stats.json. See pipeline/records/classification_data.py.
 """
 
 import dataclasses
@@ -20,9 +20,13 @@ import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import app
 from absl import flags
 
-from pipeline import cli, classification_data as cd, schema, stage, task_data
-from pipeline.progress import Progress
-from pipeline.tokenization import BertTokenizer
+from pipeline.core import cli
+from pipeline.records import classification_data as cd
+from pipeline.records import schema
+from pipeline.core import stage
+from pipeline.records import task_data
+from pipeline.core.progress import Progress
+from pipeline.text.tokenization import BertTokenizer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Directory with train/dev/test.<format>.")

@@ -15,10 +15,13 @@ import os
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
-from pipeline import cli, distributed, records_stage, stage
-from pipeline.instances import InstanceConfig
-from pipeline.progress import Progress
-from pipeline.tokenization import load_vocab
+from pipeline.core import cli
+from pipeline.core import distributed
+from pipeline.records import pretraining_stage
+from pipeline.core import stage
+from pipeline.records.instances import InstanceConfig
+from pipeline.core.progress import Progress
+from pipeline.text.tokenization import load_vocab
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Output directory of shard_text.", required=True)
@@ -60,7 +63,7 @@ def _run_shards(job, todo, progress):
     pool = None
   else:
     pool = multiprocessing.get_context("spawn").Pool(
-        min(FLAGS.num_workers, len(todo)), initializer=records_stage.worker_init)
+        min(FLAGS.num_workers, len(todo)), initializer=pretraining_stage.worker_init)
     results = pool.imap_unordered(job.run_shard, todo)
   try:
     for result in results:
@@ -79,13 +82,13 @@ def main(argv):
   cfg = _instance_config()
   manifest = stage.read_input(FLAGS.input_dir, "shard_text")
   vocab = load_vocab(FLAGS.vocab_file)
-  job = records_stage.RecordsJob(
+  job = pretraining_stage.RecordsJob(
       input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir,
       vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case,
       instance_config=cfg, log_examples=FLAGS.log_examples)
   config = dict(dataclasses.asdict(cfg), do_lower_case=FLAGS.do_lower_case,
                 vocab_sha256=stage.file_sha256(FLAGS.vocab_file), vocab_size=len(vocab))
-  config = records_stage.reuse_config(config, FLAGS.reuse_dir)
+  config = pretraining_stage.reuse_config(config, FLAGS.reuse_dir)
   if "reuse_from" in config:
     job = dataclasses.replace(job, reuse_dir=FLAGS.reuse_dir)
   out = stage.StageOutput(FLAGS.output_dir, "create_pretraining_data", config,
@@ -95,16 +98,16 @@ def main(argv):
     if world.is_chief:
       print(f"create_pretraining_data: {FLAGS.output_dir} is up to date (nothing to do)")
     return
-  shards = records_stage.input_shards(manifest)
-  mine = [s for s in world.my_items(shards) if not out.done(records_stage.output_name(s))]
+  shards = pretraining_stage.input_shards(manifest)
+  mine = [s for s in world.my_items(shards) if not out.done(pretraining_stage.output_name(s))]
   progress = Progress("create_pretraining_data", unit="B text", enabled=world.is_chief,
-                      total=sum(records_stage.text_bytes(manifest, s) for s in world.my_items(shards)))
+                      total=sum(pretraining_stage.text_bytes(manifest, s) for s in world.my_items(shards)))
   examples = distributed.run_collectively(world, lambda: _run_shards(job, mine, progress))
   if world.is_chief:
-    records_stage.log_examples(examples, FLAGS.vocab_file, FLAGS.do_lower_case)
+    pretraining_stage.log_examples(examples, FLAGS.vocab_file, FLAGS.do_lower_case)
   world.barrier()
   if world.is_chief:
-    summary = records_stage.finalize(out, shards, cfg, progress.elapsed(), world.size,
+    summary = pretraining_stage.finalize(out, shards, cfg, progress.elapsed(), world.size,
                                      FLAGS.num_workers)
     print(summary)
 

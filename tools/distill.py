@@ -6,7 +6,7 @@
       --teacher_checkpoint=out/teacher --records_dir=out/records   # full-vocab baseline
   mpirun -np 8 python tools/distill.py ... (Horovod, one rank per GPU)
 
-Losses and options: modeling/distillation.py; training flags: _training_flags.py.
+Losses and options: modeling/training/distillation.py; training flags: _training_flags.py.
 --task: task-specific distillation of a classifier (tools/_task_distill.py).
 The output dir behaves as tools/pretrain.py's (resume, no-op rerun, --overwrite,
 TensorBoard, eval JSON); export it with tools/export.py --checkpoint=<output_dir>.
@@ -22,9 +22,15 @@ from absl import flags
 from absl import logging
 import keras
 
-from modeling import distill_losses, distillation, pretraining, trainer
-from pipeline import cli, dataset, distill_dataset, stage
-from pipeline.errors import InputError
+from modeling.losses import distill_losses
+from modeling.training import distillation
+from modeling.training import pretraining
+from modeling.training import trainer
+from pipeline.core import cli
+from pipeline.inputs import pretraining_dataset
+from pipeline.inputs import distill_dataset
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("student_config", None, "bert_config.json or bundled name.", required=True)
@@ -121,9 +127,9 @@ def _datasets(manifest, spec, world):
     return distill_dataset.datasets(FLAGS.teacher_labels_dir, spec, micro, FLAGS.eval_batch_size,
                                     FLAGS.seed, *ranks, FLAGS.shuffle_buffer_size)
   shapes = pretraining.records_shapes(manifest)
-  return (dataset.train_dataset(FLAGS.records_dir, micro, *shapes, FLAGS.seed, *ranks,
+  return (pretraining_dataset.train_dataset(FLAGS.records_dir, micro, *shapes, FLAGS.seed, *ranks,
                                 FLAGS.shuffle_buffer_size),
-          dataset.eval_dataset(FLAGS.records_dir, FLAGS.eval_batch_size, *shapes, *ranks))
+          pretraining_dataset.eval_dataset(FLAGS.records_dir, FLAGS.eval_batch_size, *shapes, *ranks))
 
 
 def _finish(out, summary):

@@ -12,7 +12,8 @@ import urllib.parse
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
-from pipeline import cli, download
+from pipeline.core import cli
+from pipeline.corpus import download
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("url", None, "URL of the file.", required=True)

@@ -10,7 +10,7 @@ run's output dir or prefix, Google TF1, HF safetensors); --bert_config_file
 defaults to the config beside it. Metrics: MLM accuracy, top-5 accuracy, loss and
 perplexity, NSP accuracy and loss; on distill records (extract_teacher_labels
 output) also agreement with the teacher's cached top-1 and the KL to its cached
-top-K, renormalized (see modeling/evaluation.py).
+top-K, renormalized (see modeling/evaluation/evaluation.py).
 
 With --task: a classifier on classification records (accuracy, precision,
 recall, F1, MCC, ROC-AUC, loss, per-class report; see tools/_task_eval.py).
@@ -23,9 +23,11 @@ import _bootstrap  # noqa: F401  pylint: disable=unused-import
 import _task_eval
 from absl import flags
 
-from modeling import evaluation
-from pipeline import cli, dataset, stage
-from pipeline.errors import InputError
+from modeling.evaluation import evaluation
+from pipeline.core import cli
+from pipeline.inputs import pretraining_dataset
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Weights to evaluate.", required=True)
@@ -35,7 +37,7 @@ flags.DEFINE_string("input_dir", None, "create_pretraining_data or "
                     "extract_teacher_labels output (with --task: "
                     "create_classification_data or extract_teacher_labels --task).",
                     required=True)
-flags.DEFINE_enum("split", None, dataset.SPLITS + ("dev", "test"), "Records split "
+flags.DEFINE_enum("split", None, pretraining_dataset.SPLITS + ("dev", "test"), "Records split "
                   "to evaluate (default: eval; dev with --task).")
 flags.DEFINE_bool("task", False, "Evaluate a classifier on classification records.")
 flags.DEFINE_string("vocab_file", None, "With --task: refuse records made with "
@@ -68,8 +70,8 @@ def main(argv):
   del argv
   if FLAGS.task:
     return _task_eval.evaluate()
-  if FLAGS.split not in (None,) + dataset.SPLITS:
-    raise InputError("--split", f"pretraining records have splits {dataset.SPLITS}")
+  if FLAGS.split not in (None,) + pretraining_dataset.SPLITS:
+    raise InputError("--split", f"pretraining records have splits {pretraining_dataset.SPLITS}")
   start = time.monotonic()
   inp = evaluation.read_eval_input(FLAGS.input_dir, FLAGS.split or "eval")
   model = evaluation.load_model(FLAGS.checkpoint, inp, FLAGS.bert_config_file)

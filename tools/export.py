@@ -6,9 +6,9 @@
 --checkpoint takes anything modeling.checkpoints.load_checkpoint does: a training
 run's output dir or checkpoint prefix, a Google TF1 checkpoint, HF safetensors.
 Signatures: serving_default (-> mlm_logits, nsp_logits) and encoder (-> sequence
-and pooled outputs); see modeling/export.py.
+and pooled outputs); see modeling/evaluation/export.py.
 
-With --task, a classifier that takes raw text (modeling/task_export.py):
+With --task, a classifier that takes raw text (modeling/evaluation/task_export.py):
 
   python tools/export.py --task --checkpoint=out/student/best --input_dir=out/task \
       --vocab_file=out/vocab/vocab.txt --export_dir=out/student_savedmodel
@@ -22,10 +22,15 @@ import os
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
-from modeling import bert, checkpoints, export, heads, pretraining
-from modeling import task_evaluation, task_export
-from pipeline import cli
-from pipeline.errors import InputError
+from modeling.networks import bert
+from modeling.checkpoints import checkpoints
+from modeling.evaluation import export
+from modeling.models import heads
+from modeling.training import pretraining
+from modeling.evaluation import task_evaluation
+from modeling.evaluation import task_export
+from pipeline.core import cli
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Weights to export.", required=True)

@@ -3,7 +3,7 @@
 Runs the teacher once over every record (train and eval) and writes the
 records unchanged plus schema.TEACHER_FEATURES: the top-K probabilities at
 temperature T ("topk") or K ids sampled from them with unbiased weights
-("sampled"; see pipeline/teacher_labels.py). One output file per input file:
+("sampled"; see pipeline/labels/packed_labels.py). One output file per input file:
 
   python tools/extract_teacher_labels.py --bert_config_file=out/teacher/bert_config.json \
       --init_checkpoint=out/teacher --vocab_file=out/vocab/vocab.txt \
@@ -12,7 +12,7 @@ temperature T ("topk") or K ids sampled from them with unbiased weights
 
 With --reuse_dir=<the previous corpus version's labels>, records whose bytes
 that cache holds are copied from it (same teacher fingerprint but for the
-records: see pipeline/label_reuse.py), and only the others are computed.
+records: see pipeline/labels/reuse.py), and only the others are computed.
 
 With --task, classification records and a fine-tuned classifier instead: each
 record gets the teacher's full logits (tools/_task_labels.py).
@@ -25,13 +25,19 @@ import _bootstrap  # noqa: F401  pylint: disable=unused-import
 import _task_labels
 from absl import flags
 
-from modeling import checkpoints, heads, optimization, pretraining
-from pipeline import cli, distributed, label_reuse, stage
-from pipeline import teacher_inference
-from pipeline import teacher_labels_stage as labels_stage
-from pipeline.errors import InputError
-from pipeline.progress import Progress
-from pipeline.tokenization import load_vocab
+from modeling.checkpoints import checkpoints
+from modeling.models import heads
+from modeling.training import optimization
+from modeling.training import pretraining
+from pipeline.core import cli
+from pipeline.core import distributed
+from pipeline.labels import reuse
+from pipeline.core import stage
+from pipeline.labels import inference
+from pipeline.labels import pretraining_labels as labels_stage
+from pipeline.core.errors import InputError
+from pipeline.core.progress import Progress
+from pipeline.text.tokenization import load_vocab
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bert_config_file", None, "The teacher's bert_config.json (or a "
@@ -104,7 +110,7 @@ def _run(world, out, model, settings, manifest):
   mine = [n for n in world.my_items(names) if not out.done(n)]
   shapes = (settings.batch_size, out.config["max_seq_length"],
             out.config["max_predictions_per_seq"])
-  step = lambda: teacher_inference.make_step(  # noqa: E731
+  step = lambda: inference.make_step(  # noqa: E731
       model, settings.label_method, settings.truncation_factor, settings.temperature, shapes)
   progress = Progress("extract_teacher_labels", unit="instances", enabled=world.is_chief)
   vocab = load_vocab(FLAGS.vocab_file) if world.is_chief else None
@@ -123,13 +129,13 @@ def main(argv):
     raise InputError("--bert_config_file", "required (the teacher's bert_config.json)")
   start = time.monotonic()
   world = distributed.World()
-  teacher_inference.configure_devices(*_local_rank(world))
+  inference.configure_devices(*_local_rank(world))
   settings = _settings()
   manifest = stage.read_input(FLAGS.input_dir, labels_stage.INPUT_STAGE)
   vocab_sha = labels_stage.check_vocab(manifest, FLAGS.vocab_file)
   model, bert_config, weights = _teacher(manifest, settings)
   config = labels_stage.stage_config(manifest, settings, bert_config, weights, vocab_sha)
-  config = label_reuse.reuse_config(config, FLAGS.reuse_dir, labels_stage.STAGE)
+  config = reuse.reuse_config(config, FLAGS.reuse_dir, labels_stage.STAGE)
   out = stage.StageOutput(FLAGS.output_dir, labels_stage.STAGE, config,
                           manifest["_sha256"], FLAGS.overwrite, world.is_chief)
   complete = distributed.run_collectively(world, out.prepare)

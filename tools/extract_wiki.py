@@ -13,9 +13,12 @@ import sys
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
-from pipeline import cli, extract, stage, wiki
-from pipeline.errors import InputError
-from pipeline.progress import Progress
+from pipeline.core import cli
+from pipeline.corpus import extract
+from pipeline.core import stage
+from pipeline.corpus import wiki
+from pipeline.core.errors import InputError
+from pipeline.core.progress import Progress
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("input", None, "Dump files (.xml.bz2 or .xml), comma-separated.",

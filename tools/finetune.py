@@ -21,8 +21,9 @@ import _task_training
 from absl import flags
 from absl import logging
 
-from modeling import classification, task_distillation
-from pipeline import cli
+from modeling.models import classification
+from modeling.losses import task_losses
+from pipeline.core import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_config", None, "bert_config.json, or a bundled config name "
@@ -44,7 +45,7 @@ def main(argv):
   _task_training.run_task(_task_training.TaskRun(
       tool="finetune", model_config=FLAGS.model_config, data_dir=FLAGS.data_dir,
       vocab_file=FLAGS.vocab_file, output_dir=FLAGS.output_dir, teacher_logits=False,
-      distill=task_distillation.TaskDistillConfig(alpha=1.0),
+      distill=task_losses.TaskDistillConfig(alpha=1.0),
       init=_init if FLAGS.init_checkpoint else None,
       init_checkpoint=FLAGS.init_checkpoint, init_label=FLAGS.init_checkpoint or "",
       identity={"init_checkpoint": FLAGS.init_checkpoint}))

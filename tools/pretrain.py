@@ -15,9 +15,15 @@ from absl import flags
 from absl import logging
 import keras
 
-from modeling import checkpoints, export, heads, pretraining, trainer
-from pipeline import cli, dataset, stage
-from pipeline.errors import InputError
+from modeling.checkpoints import checkpoints
+from modeling.evaluation import export
+from modeling.models import heads
+from modeling.training import pretraining
+from modeling.training import trainer
+from pipeline.core import cli
+from pipeline.inputs import pretraining_dataset
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bert_config_file", None, "bert_config.json, or a bundled config name "
@@ -50,9 +56,9 @@ def _build(config, world):
 
 def _datasets(shapes, world):
   micro = training.micro_batch_size(world)
-  train = dataset.train_dataset(FLAGS.input_dir, micro, *shapes, FLAGS.seed,
+  train = pretraining_dataset.train_dataset(FLAGS.input_dir, micro, *shapes, FLAGS.seed,
                                 world.rank, world.size, FLAGS.shuffle_buffer_size)
-  evals = dataset.eval_dataset(FLAGS.input_dir, FLAGS.eval_batch_size, *shapes,
+  evals = pretraining_dataset.eval_dataset(FLAGS.input_dir, FLAGS.eval_batch_size, *shapes,
                                world.rank, world.size)
   return train, evals
 

@@ -17,8 +17,13 @@ import os
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
-from pipeline import cli, download, extract, mirror, refresh, stage
-from pipeline.errors import InputError
+from pipeline.core import cli
+from pipeline.corpus import download
+from pipeline.corpus import extract
+from pipeline.corpus import mirror
+from pipeline.corpus import refresh
+from pipeline.core import stage
+from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", None, "Corpus root (versions/, current, state.json, logs/).",

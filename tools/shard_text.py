@@ -12,9 +12,11 @@ import shutil
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
-from pipeline import cli, sharding, stage
-from pipeline.errors import InputError
-from pipeline.progress import Progress
+from pipeline.core import cli
+from pipeline.corpus import sharding
+from pipeline.core import stage
+from pipeline.core.errors import InputError
+from pipeline.core.progress import Progress
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Output directory of extract_wiki.", required=True)

@@ -1,0 +1,1 @@
+"""Metrics, speed measurement, comparison reports and SavedModel export."""

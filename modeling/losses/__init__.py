@@ -1,0 +1,1 @@
+"""Losses as pure float32 functions: pretraining, distillation, classification."""

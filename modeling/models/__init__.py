@@ -1,0 +1,1 @@
+"""Trainable models: the pretrainer, the classifier, the distillation student."""

@@ -1,0 +1,1 @@
+"""Encoders (not trained alone): BERT and its config."""

@@ -1,0 +1,1 @@
+"""The trainer, optimizers, the run skeleton and the training tasks."""

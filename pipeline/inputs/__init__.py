@@ -1,0 +1,2 @@
+"""tf.data readers for every record kind: pretraining, distill (cached teacher
+labels) and classification records."""

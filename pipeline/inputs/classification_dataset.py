@@ -1,0 +1,163 @@
+"""tf.data input for classification and task-distill records.
+
+Shape legend: B=batch (per rank, per micro-step), S=max_seq_length, C=number
+of labels.
+
+Inputs are the output of tools/create_classification_data.py
+(schema.CLASSIFICATION_FEATURES: input_ids, input_mask, segment_ids [S],
+label_ids [1]) or of tools/extract_teacher_labels.py --task, which adds the
+fine-tuned teacher's logits (schema.TASK_TEACHER_FEATURES: teacher_logits
+[C] float32, temperature 1). A directory holds `<split>/*.tfrecord` for
+splits such as train, dev and test, and a manifest.json whose config gives
+max_seq_length, num_labels, labels and the vocab (vocab_size, vocab_sha256).
+
+Batches are dicts of int32 [B,S] inputs, label_ids int32 [B,1] and, for
+task-distill records, teacher_logits float32 [B,C].
+
+Sharding is by RECORD for training and evaluation alike: rank r of N keeps
+records r, r+N, ... of the split's files read in sorted order. Task data
+sets are small and often a single file, so every rank reads the files and
+keeps its share; the N ranks' micro-batches of B together are exactly the
+records one process would batch in N*B when shuffling is off (the mpirun
+tests rely on it), and an eval row's global index is r + N*i (used to put
+the ranks' predictions back in record order).
+"""
+
+import dataclasses
+import glob
+import os
+
+import tensorflow as tf
+
+from pipeline.records import schema
+from pipeline.core import stage
+from pipeline.labels import pretraining_labels
+from pipeline.core.errors import InputError
+
+CLASSIFICATION_STAGE = "create_classification_data"
+TASK_LABELS_STAGE = "extract_teacher_labels"
+TRAIN, DEV, TEST = "train", "dev", "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """What a reader and a model need to know about a task's records."""
+  max_seq_length: int
+  num_labels: int
+  labels: tuple  # Label names; index = label id.
+  vocab_size: int
+  has_teacher_logits: bool
+
+  @classmethod
+  def from_manifest(cls, manifest):
+    config = manifest["config"]
+    missing = [k for k in ("max_seq_length", "num_labels", "vocab_size")
+               if k not in config]
+    if missing:
+      raise InputError(manifest["_dir"], f"manifest config lacks {missing}: "
+                       "not classification records")
+    labels = tuple(config.get("labels") or
+                   [str(i) for i in range(config["num_labels"])])
+    return cls(int(config["max_seq_length"]), int(config["num_labels"]),
+               labels, int(config["vocab_size"]),
+               manifest["stage"] != CLASSIFICATION_STAGE)
+
+  @property
+  def features(self):
+    if self.has_teacher_logits:
+      return schema.TASK_DISTILL_FEATURES
+    return schema.CLASSIFICATION_FEATURES
+
+
+def read_task_input(data_dir, vocab_file, teacher_logits=False):
+  """(manifest, TaskSpec) of completed records made with `vocab_file`.
+
+  Args:
+    data_dir: create_classification_data output, or (teacher_logits=True)
+      extract_teacher_labels --task output.
+    vocab_file: the vocab the model was trained with.
+  Raises:
+    InputError: incomplete input, another stage's output, or another vocab.
+  """
+  stage_name = TASK_LABELS_STAGE if teacher_logits else CLASSIFICATION_STAGE
+  manifest = stage.read_input(data_dir, stage_name)
+  spec = TaskSpec.from_manifest(manifest)
+  if teacher_logits and "num_labels" not in manifest["config"]:
+    raise InputError(data_dir, "teacher labels of pretraining records, not "
+                     "of a classification task")
+  pretraining_labels.check_vocab(manifest, vocab_file)
+  return manifest, spec
+
+
+def check_labeled(manifest, split):
+  """Raises InputError for a split without labels (e.g. GLUE's test)."""
+  if split in manifest["config"].get("unlabeled_splits", []):
+    raise InputError(os.path.join(manifest["_dir"], split), "this split has no labels "
+                     "(unlabeled_splits in the manifest): it cannot be trained or "
+                     "evaluated on")
+
+
+def split_files(data_dir, split):
+  """Sorted `<split>/*.tfrecord` paths (InputError when there are none)."""
+  files = sorted(glob.glob(os.path.join(data_dir, split, "*.tfrecord")))
+  if not files:
+    raise InputError(os.path.join(data_dir, split), "no .tfrecord files")
+  return files
+
+
+def has_split(data_dir, split):
+  return bool(glob.glob(os.path.join(data_dir, split, "*.tfrecord")))
+
+
+def split_size(manifest, split):
+  """Examples in a split: the manifest's count, else the records counted."""
+  count = (manifest.get("counts") or {}).get(f"{split}_examples")
+  if isinstance(count, int):
+    return count
+  files = split_files(manifest["_dir"], split)
+  return int(tf.data.TFRecordDataset(files).reduce(
+      tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+
+
+def _parse_fn(spec):
+  features = schema.tf_feature_spec(spec.features, spec.max_seq_length, 0,
+                                    spec.num_labels)
+
+  def parse(serialized):  # [B] strings -> {name: [B, length]}
+    parsed = tf.io.parse_example(serialized, features)
+    return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
+            else value for name, value in parsed.items()}
+
+  return parse
+
+
+def _rank_records(data_dir, split, rank, world_size):
+  if not 0 <= rank < world_size:
+    raise ValueError(f"rank {rank} is not in [0, {world_size})")
+  records = tf.data.TFRecordDataset(split_files(data_dir, split))
+  return records.shard(world_size, rank) if world_size > 1 else records
+
+
+def train_dataset(data_dir, spec, batch_size, seed, rank=0, world_size=1,
+                  shuffle_buffer_size=1000, split=TRAIN):
+  """Endless shuffled training batches of this rank's share (drop remainder).
+
+  The order depends only on (files, seed, rank); the iterator can be saved
+  with tf.train.Checkpoint(iterator=...) to resume at the exact position.
+  """
+  records = _rank_records(data_dir, split, rank, world_size)
+  if shuffle_buffer_size > 1:
+    records = records.shuffle(shuffle_buffer_size, seed=seed + rank,
+                              reshuffle_each_iteration=True)
+  batches = records.repeat().batch(batch_size, drop_remainder=True)
+  batches = batches.map(_parse_fn(spec), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+  return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(data_dir, spec, batch_size, split=DEV, rank=0,
+                 world_size=1):
+  """One pass over this rank's share of a split (last batch may be short)."""
+  records = _rank_records(data_dir, split, rank, world_size)
+  return records.batch(batch_size).map(_parse_fn(spec)).prefetch(
+      tf.data.AUTOTUNE)

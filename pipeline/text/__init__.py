@@ -1,0 +1,1 @@
+"""Text -> word pieces: the reference-exact WordPiece tokenizer and vocab learning."""
