@@ -1,6 +1,6 @@
-"""The one exception type for bad user input.
+"""The exception types for user errors.
 
-Tools catch it at the top and print a single line `error: <path>: <cause>` with a
+Tools catch them once, in `pipeline.core.cli.run`, and print a single line with a
 non-zero exit and no traceback; anything else is a bug and keeps its traceback.
 """
 
@@ -12,3 +12,11 @@ class InputError(Exception):
     self.path = str(path)
     self.cause = cause
     super().__init__(f"{self.path}: {cause}")
+
+
+class ConfigError(ValueError):
+  """A bad setting (flags, a config dataclass): printed as `error: flags: <cause>`.
+
+  A ValueError, so configs validated in their constructors (Model Garden style)
+  raise it where they would raise ValueError.
+  """
