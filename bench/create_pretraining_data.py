@@ -20,17 +20,16 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench import tooling  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import kinds  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
-PY = sys.executable
 RECORD_FLAGS = ["--max_seq_length=128", "--max_predictions_per_seq=20", "--dupe_factor=5"]
 # Quoted from the issue (google-research/bert's script on this machine), not measured here.
 REFERENCE = {"instances_per_second_per_core": 2700, "peak_rss_mb_1x": 545,
@@ -39,22 +38,14 @@ REFERENCE = {"instances_per_second_per_core": 2700, "peak_rss_mb_1x": 545,
 
 def run(tool, *args, env=None):
   """Runs a tool; returns (wall s, cpu s, peak RSS MB) of that process alone."""
-  cmd = [PY, os.path.join(ROOT, "tools", tool + ".py"), *args]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-  start = time.monotonic()
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  _, status, usage = os.wait4(proc.pid, 0)
-  wall = time.monotonic() - start
-  err = proc.stderr.read().decode()
-  if os.waitstatus_to_exitcode(status) != 0:
-    raise RuntimeError(f"{tool} failed:\n{err[-2000:]}")
-  return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+  result = tooling.run_tool(tool, args, env=env)
+  return result["wall_seconds"], result["cpu_seconds"], result["max_rss_mb"]
 
 
 def multiply_corpus(src_extract, dst_extract, copies):
   """A completed extract_wiki output with `copies` copies of every document."""
-  src = stage.read_input(src_extract, "extract_wiki")
-  out = stage.StageOutput(dst_extract, "extract_wiki", {"copies_of": src["_sha256"],
+  _, src = kinds.read(src_extract, kinds.DOCUMENTS)
+  out = stage.StageOutput(dst_extract, kinds.DOCUMENTS.stage, {"copies_of": src["_sha256"],
                                                        "copies": copies}, src["_sha256"])
   if out.prepare():
     return

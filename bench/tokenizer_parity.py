@@ -34,6 +34,7 @@ import tensorflow_text as tf_text  # noqa: E402
 from modeling.evaluation import task_export  # noqa: E402
 from pipeline.records import classification_data as cd  # noqa: E402
 from pipeline.inputs import classification_dataset as cds  # noqa: E402
+from pipeline.core import kinds  # noqa: E402
 from pipeline.core import stage  # noqa: E402
 
 BATCH = 512
@@ -112,7 +113,7 @@ def main():
                                                        "tokenizer_parity.json"))
   args = parser.parse_args()
   start = time.monotonic()
-  manifest = stage.read_input(args.records_dir, cds.CLASSIFICATION_STAGE)
+  _, manifest = kinds.read(args.records_dir, kinds.CLASSIFICATION_RECORDS)
   config = manifest["config"]
   task, spec = _task_format(config), cds.TaskSpec.from_manifest(manifest)
   lower = config["do_lower_case"]

@@ -104,13 +104,12 @@ def train_steps(spec):
   """Runs 1 + spec["steps"] training steps; returns rank 0's timings."""
   # pylint: disable=import-outside-toplevel  (workers only)
   import keras
-  from modeling.training import distributed
   from modeling.models import heads
   from modeling.training import optimization
   from modeling.training import pretraining
   from modeling.training import trainer
-  from pipeline.core import distributed as launch
-  world = distributed.initialize(launch.launched_by_mpi())
+  from pipeline.core import world as world_lib
+  world = world_lib.initialize(world_lib.launched_by_mpi())
   # The machine's matmul rate right now (all ranks at once, summed): the
   # machine is shared, so fractions are taken against this figure.
   dtype = "bfloat16" if spec["precision"] == "bf16" else "float32"

@@ -22,7 +22,10 @@ from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 
 from modeling.networks import bert
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import google
+from modeling.checkpoints import hf
+from modeling.checkpoints import loading
+from modeling.checkpoints import name_map
 from modeling.models import heads
 
 CONFIG = bert.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
@@ -280,7 +283,7 @@ def test_tf1_checkpoint_matches_numpy_reference(weights, tf1_prefix):
       gelu_convention="google")
   assert config == TF1_CONFIG and config.hidden_act == "gelu_new"
   model = heads.BertPretrainer(config)
-  result = checkpoints.load_google_tf1_checkpoint(model, tf1_prefix)
+  result = google.load_tf1_checkpoint(model, tf1_prefix)
   assert len(result.loaded) == len(_google_names(CONFIG))
   assert "global_step" in result.ignored
   assert "bert/pooler/dense/kernel/adam_m" in result.ignored
@@ -299,7 +302,7 @@ def test_gelu_conventions_are_distinguishable(weights):
 def test_erf_model_with_google_config_is_a_mismatch(tf1_prefix):
   # Built from Google's file read the HF way: the loader says so.
   with pytest.raises(ValueError, match="config mismatch.*hidden_act.*gelu_new"):
-    checkpoints.load_google_tf1_checkpoint(heads.BertPretrainer(CONFIG),
+    google.load_tf1_checkpoint(heads.BertPretrainer(CONFIG),
                                            tf1_prefix)
 
 
@@ -318,7 +321,7 @@ def test_tf1_checkpoint_into_bare_encoder_skips_heads(weights, tf1_prefix):
   if os.path.exists(os.path.join(directory, "checkpoint")):
     os.remove(os.path.join(directory, "checkpoint"))
   model = bert.BertModel(TF1_CONFIG)
-  result = checkpoints.load_checkpoint(model, directory)
+  result = loading.load_checkpoint(model, directory)
   assert "cls/predictions/output_bias" in result.ignored
   _assert_matches_reference(model, weights, ("sequence_output",
                                              "pooled_output"), gelu_tanh)
@@ -333,7 +336,7 @@ def test_tf1_errors_list_all_problems(weights, tmp_path):
   model = bert.ensure_built(heads.BertPretrainer(TF1_CONFIG))
   before = model.bert.pooler.bias.numpy().copy()
   with pytest.raises(ValueError) as error:
-    checkpoints.load_google_tf1_checkpoint(model, prefix)
+    google.load_tf1_checkpoint(model, prefix)
   message = str(error.value)
   assert "missing [bert/encoder/layer_1/output/dense/bias]" in message
   assert "unexpected [bert/encoder/layer_0/attention/self/extra]" in message
@@ -348,14 +351,14 @@ def test_tf1_config_mismatch_is_reported(weights, tmp_path):
   CONFIG.replace(num_attention_heads=8).to_json_file(
       tmp_path / "bert_config.json")
   with pytest.raises(ValueError, match="config mismatch.*num_attention_heads"):
-    checkpoints.load_google_tf1_checkpoint(heads.BertPretrainer(TF1_CONFIG),
+    google.load_tf1_checkpoint(heads.BertPretrainer(TF1_CONFIG),
                                            prefix)
 
 
 def test_tf1_export_round_trip(weights, tf1_prefix, tmp_path):
   source = heads.BertPretrainer(TF1_CONFIG)
-  checkpoints.load_google_tf1_checkpoint(source, tf1_prefix)
-  prefix = checkpoints.save_google_tf1_checkpoint(source,
+  google.load_tf1_checkpoint(source, tf1_prefix)
+  prefix = google.save_tf1_checkpoint(source,
                                                   tmp_path / "bert_model.ckpt")
   stored = dict(tf.train.list_variables(prefix))
   assert stored == {name: list(shape)
@@ -365,7 +368,7 @@ def test_tf1_export_round_trip(weights, tf1_prefix, tmp_path):
   assert json.loads(written.read_text())["hidden_act"] == "gelu"
   assert bert.BertConfig.from_json_file(written, "google") == TF1_CONFIG
   target = heads.BertPretrainer(TF1_CONFIG)
-  checkpoints.load_checkpoint(target, prefix)
+  loading.load_checkpoint(target, prefix)
   _assert_matches_reference(target, weights, PRETRAINER_KEYS, gelu_tanh)
 
 
@@ -376,7 +379,7 @@ def test_tf1_export_round_trip(weights, tf1_prefix, tmp_path):
 def test_hf_safetensors_matches_numpy_reference(weights, tmp_path):
   directory = write_hf_dir(weights, tmp_path / "hf")
   model = heads.BertPretrainer(CONFIG)
-  result = checkpoints.load_checkpoint(model, directory)
+  result = loading.load_checkpoint(model, directory)
   assert "cls.predictions.decoder.weight" in result.ignored
   _assert_matches_reference(model, weights, PRETRAINER_KEYS, gelu_erf)
 
@@ -394,7 +397,7 @@ def test_hf_bare_model_names_and_legacy_layer_norm(weights, tmp_path):
   path = os.path.join(tmp_path, "encoder.safetensors")
   safetensors_numpy.save_file(tensors, path)
   model = bert.BertModel(CONFIG)
-  checkpoints.load_checkpoint(model, path)
+  loading.load_checkpoint(model, path)
   _assert_matches_reference(model, weights, ("sequence_output",
                                              "pooled_output"), gelu_erf)
 
@@ -409,7 +412,7 @@ def test_hf_errors_list_all_problems(weights, tmp_path):
   tensors["cls.predictions.decoder.weight"] = np.ones((50, 32), np.float32)
   safetensors_numpy.save_file(tensors, directory / "model.safetensors")
   with pytest.raises(ValueError) as error:
-    checkpoints.load_hf_safetensors(heads.BertPretrainer(CONFIG), directory)
+    hf.load_safetensors(heads.BertPretrainer(CONFIG), directory)
   message = str(error.value)
   assert "missing [bert.encoder.layer.0.intermediate.dense.bias]" in message
   assert "unexpected [bert.encoder.layer.0.surprise]" in message
@@ -424,10 +427,10 @@ def test_pickle_files_are_refused(tmp_path, filename):
   model = bert.BertModel(CONFIG)
   for target in (path, tmp_path):
     with pytest.raises(ValueError, match="refusing to unpickle") as error:
-      checkpoints.load_checkpoint(model, target)
+      loading.load_checkpoint(model, target)
     assert "safe_serialization=True" in str(error.value)
   with pytest.raises(ValueError, match="refusing to unpickle"):
-    checkpoints.load_hf_safetensors(model, path)
+    hf.load_safetensors(model, path)
 
 
 # ---------------------------------------------------------------------------
@@ -451,7 +454,7 @@ def _write_trainer_checkpoint(model, directory):
 def trained(weights, tmp_path_factory):
   """(prefix, source pretrainer) of a trainer checkpoint with known weights."""
   source = bert.ensure_built(heads.BertPretrainer(CONFIG))
-  for param in checkpoints.model_params(source):
+  for param in name_map.model_params(source):
     value = weights[param.tf1_name]
     param.variable.assign(value.T if param.tf1_transposed else value)
   directory = tmp_path_factory.mktemp("own") / "checkpoints"
@@ -465,7 +468,7 @@ def trained(weights, tmp_path_factory):
 def test_own_checkpoint_loads_into_each_model(trained, weights, make):
   prefix, _ = trained
   model = make()
-  result = checkpoints.load_checkpoint(model, prefix)
+  result = loading.load_checkpoint(model, prefix)
   keys = ("sequence_output", "pooled_output")
   if isinstance(model, heads.BertPretrainer):
     keys = PRETRAINER_KEYS
@@ -479,9 +482,9 @@ def test_own_checkpoint_directory_and_run_directory(trained, weights):
   prefix, _ = trained
   run_dir = os.path.dirname(os.path.dirname(prefix))
   for path in (os.path.dirname(prefix), run_dir):
-    assert checkpoints.resolve_checkpoint(path) == ("own", prefix)
+    assert loading.resolve_checkpoint(path) == ("own", prefix)
     model = bert.BertModel(CONFIG)
-    checkpoints.load_checkpoint(model, path)
+    loading.load_checkpoint(model, path)
     _assert_matches_reference(model, weights, ("sequence_output",
                                                "pooled_output"), gelu_erf)
 
@@ -492,7 +495,7 @@ def test_own_checkpoint_mismatch_is_atomic(trained, tmp_path):
   model = bert.ensure_built(heads.BertPretrainer(other))
   before = model.bert.pooler.bias.numpy().copy()
   with pytest.raises(ValueError) as error:
-    checkpoints.load_checkpoint(model, prefix)
+    loading.load_checkpoint(model, prefix)
   message = str(error.value)
   assert "bert/embeddings/word_embeddings: ckpt (50, 32) vs model (60, 32)" in (
       message)
@@ -504,8 +507,8 @@ def test_own_checkpoint_mismatch_is_atomic(trained, tmp_path):
 def test_unreadable_paths(tmp_path):
   model = bert.BertModel(CONFIG)
   with pytest.raises(ValueError, match="not a TF checkpoint prefix"):
-    checkpoints.load_checkpoint(model, tmp_path / "nothing_here")
+    loading.load_checkpoint(model, tmp_path / "nothing_here")
   junk = tmp_path / "junk.safetensors"
   junk.write_bytes(b"junk")
   with pytest.raises(ValueError, match="not a readable safetensors file"):
-    checkpoints.load_checkpoint(model, junk)
+    loading.load_checkpoint(model, junk)

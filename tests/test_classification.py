@@ -17,7 +17,8 @@ from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 
 from modeling.networks import bert
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import google
+from modeling.checkpoints import name_map
 from modeling.models import classification
 from modeling.models import heads
 from modeling.evaluation import classification_metrics as cm
@@ -43,7 +44,7 @@ def _inputs(seed=0):
 
 
 def _weights(model):
-  return {p.tf1_name: p.variable.numpy() for p in checkpoints.model_params(model)}
+  return {p.tf1_name: p.variable.numpy() for p in name_map.model_params(model)}
 
 
 # --- The model ------------------------------------------------------------------
@@ -140,13 +141,13 @@ def test_another_tasks_head_is_left_out(tmp_path):
 
 def test_whole_classifier_from_google_and_hf_files(tmp_path):
   model = classification.build_classifier(CONFIG, 5)
-  prefix = checkpoints.save_google_tf1_checkpoint(model, str(tmp_path / "g" / "model.ckpt"))
+  prefix = google.save_tf1_checkpoint(model, str(tmp_path / "g" / "model.ckpt"))
   hf_dir = tmp_path / "hf"
   hf_dir.mkdir()
   safetensors_numpy.save_file(
       {p.hf_name: np.ascontiguousarray(p.variable.numpy().T if p.hf_transposed
                                        else p.variable.numpy())
-       for p in checkpoints.model_params(model)}, str(hf_dir / "model.safetensors"))
+       for p in name_map.model_params(model)}, str(hf_dir / "model.safetensors"))
   with open(hf_dir / "config.json", "w") as f:
     json.dump(CONFIG.to_dict(), f)
   want = classification.logits(model, _inputs())

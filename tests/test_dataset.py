@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline.inputs import pretraining_dataset
+from pipeline.records import schema
 from pipeline.core.errors import InputError
 
 S, P = 64, 10
@@ -24,7 +25,7 @@ def _rows(ds, batches):
 
 
 def test_file_sharding_is_disjoint_and_complete(corpus):
-  files = pretraining_dataset.record_files(corpus["records"], "train")
+  files = schema.record_paths(corpus["records"], "train")
   assert len(files) == 4
   shares = [pretraining_dataset.shard_files(files, r, 3) for r in range(3)]
   assert sorted(sum(shares, [])) == files

@@ -9,11 +9,14 @@ import tensorflow as tf
 
 from modeling.networks import bert
 from modeling.losses import distill_losses as dl
+from modeling.models import student as student_model
 from modeling.training import distillation
+from modeling.training import distillation_setup
 from modeling.models import heads
 from modeling.training import pretraining
-from modeling.checkpoints import training_checkpoints
+from modeling.checkpoints import training as training_checkpoints
 from pipeline.labels import packed_labels
+from pipeline.records import schema
 
 B, P, V, K, S = 2, 5, 50, 6, 8
 # Real masked positions come first; the rest are padding (weight 0).
@@ -230,7 +233,7 @@ def test_loss_composition_and_temperature_squared(case):
   del logits
   batch = _batch(np.random.default_rng(6), targets)
   model = _model(STUDENT, 0)
-  outputs = model({k: batch[k] for k in distillation.MODEL_INPUTS}, training=False)
+  outputs = model({k: batch[k] for k in schema.PRETRAINING_MODEL_INPUTS}, training=False)
   student = outputs["mlm_logits"].numpy().astype(np.float64)
   for temperature in (1.0, 4.0):
     config = distillation.DistillConfig(alpha=0.3, temperature=temperature, kd_mode="bucket",
@@ -282,13 +285,13 @@ def _projected_mse(model, student_hidden, teacher_hidden, mask, hidden_map):
 def test_online_loss_matches_numpy_with_projections_and_attention():
   batch = _batch(np.random.default_rng(9))
   teacher = _model(TEACHER, 1)
-  model = _model(STUDENT, 0, distillation.DistillationStudent, teacher_hidden_size=32)
+  model = _model(STUDENT, 0, student_model.DistillationStudent, teacher_hidden_size=32)
   config = distillation.DistillConfig(alpha=0.2, temperature=2.0, nsp_kd_weight=0.5,
                                       hidden_weight=3.0, attention_weight=2.0)
   task = distillation.OnlineDistillationTask(teacher, config, STUDENT.num_hidden_layers)
   assert task.hidden_map == (0, 2, 4) and task.attention_map == (1, 3)
   loss, terms = task.compute_loss(model, batch, training=False)
-  inputs = {k: batch[k] for k in distillation.MODEL_INPUTS}
+  inputs = {k: batch[k] for k in schema.PRETRAINING_MODEL_INPUTS}
   s = model(inputs, output_hidden_states=True, output_attentions=True)
   t = teacher(inputs, output_hidden_states=True, output_attentions=True)
   mask = batch["input_mask"].numpy()
@@ -310,14 +313,14 @@ def test_online_loss_matches_numpy_with_projections_and_attention():
 
 
 def test_projections_are_checkpointed_and_load_into_a_plain_pretrainer(tmp_path):
-  model = _model(STUDENT, 0, distillation.DistillationStudent, teacher_hidden_size=32)
+  model = _model(STUDENT, 0, student_model.DistillationStudent, teacher_hidden_size=32)
   assert len(model.projections.trainable_variables) == 2 * 3
   assert {id(v) for v in model.projections.trainable_variables} <= {
       id(v) for v in model.trainable_variables}
   prefix = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
   names = [n for n, _ in tf.train.list_variables(prefix)]
   assert sum("model/projections/proj_" in n for n in names) == 6, names
-  copy = _model(STUDENT, 1, distillation.DistillationStudent, teacher_hidden_size=32)
+  copy = _model(STUDENT, 1, student_model.DistillationStudent, teacher_hidden_size=32)
   tf.train.Checkpoint(model=copy).read(prefix).assert_consumed()
   np.testing.assert_array_equal(copy.projections.proj_2.kernel.numpy(),
                                 model.projections.proj_2.kernel.numpy())
@@ -325,9 +328,9 @@ def test_projections_are_checkpointed_and_load_into_a_plain_pretrainer(tmp_path)
   training_checkpoints.load_model_weights(plain, prefix)
   np.testing.assert_array_equal(plain.bert.pooler.kernel.numpy(),
                                 model.bert.pooler.kernel.numpy())
-  config = distillation.HiddenProjections.from_config(model.projections.get_config())
+  config = student_model.HiddenProjections.from_config(model.projections.get_config())
   assert (config.num_states, config.teacher_hidden_size) == (3, 32)
-  same_width = distillation.HiddenProjections(3, 16, 16)
+  same_width = student_model.HiddenProjections(3, 16, 16)
   assert same_width.identity and not same_width.trainable_variables
 
 
@@ -338,30 +341,30 @@ def test_config_and_label_options_are_validated():
     distillation.DistillConfig(phase="backbone")
   with pytest.raises(ValueError, match="online teacher"):
     distillation.OfflineDistillationTask(distillation.DistillConfig(hidden_weight=1.0))
-  assert distillation.label_options("topk", 2.0, None, "bucket", True) == (2.0, "bucket")
-  assert distillation.label_options("sampled", 1.0, 1.0, "renormalize", False) == (
+  assert distillation_setup.label_options("topk", 2.0, None, "bucket", True) == (2.0, "bucket")
+  assert distillation_setup.label_options("sampled", 1.0, 1.0, "renormalize", False) == (
       1.0, dl.SAMPLED)
-  assert distillation.label_options(None, None, None, "ignore", False) == (1.0, "ignore")
+  assert distillation_setup.label_options(None, None, None, "ignore", False) == (1.0, "ignore")
   with pytest.raises(ValueError, match="temperature 3.0 but"):
-    distillation.label_options("topk", 2.0, 3.0, "bucket", False)
+    distillation_setup.label_options("topk", 2.0, 3.0, "bucket", False)
   with pytest.raises(ValueError, match="sampled"):
-    distillation.label_options("sampled", 1.0, None, "bucket", True)
+    distillation_setup.label_options("sampled", 1.0, None, "bucket", True)
 
 
 def test_student_initialisation(tmp_path):
   same_width = TEACHER.replace(initializer_range=0.02)
   teacher = _model(TEACHER, 1)
   student = _model(same_width.replace(num_hidden_layers=2), 0)
-  distillation.initialize_student(student, "teacher_layers", teacher)
+  distillation_setup.initialize_student(student, "teacher_layers", teacher)
   # default_layer_map(4, 2) == (0, 3): the first and the last layer.
   np.testing.assert_array_equal(student.bert.layer_1.intermediate.kernel.numpy(),
                                 teacher.bert.layer_3.intermediate.kernel.numpy())
   with pytest.raises(ValueError, match="widths differ"):
-    distillation.initialize_student(_model(STUDENT, 0), "teacher_layers", teacher)
+    distillation_setup.initialize_student(_model(STUDENT, 0), "teacher_layers", teacher)
   prefix = tf.train.Checkpoint(model=student).write(str(tmp_path / "ckpt"))
   fresh = _model(same_width.replace(num_hidden_layers=2), 5)
-  distillation.initialize_student(fresh, "checkpoint", checkpoint=prefix)
+  distillation_setup.initialize_student(fresh, "checkpoint", checkpoint=prefix)
   np.testing.assert_array_equal(fresh.bert.layer_1.intermediate.kernel.numpy(),
                                 teacher.bert.layer_3.intermediate.kernel.numpy())
   with pytest.raises(ValueError, match="needs a checkpoint"):
-    distillation.initialize_student(fresh, "checkpoint")
+    distillation_setup.initialize_student(fresh, "checkpoint")

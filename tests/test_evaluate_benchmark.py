@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from modeling.networks import bert
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import google
 from modeling.evaluation import evaluation
+from modeling.losses import distill_losses
 from modeling.models import heads
-from modeling.training import pretraining
 from pipeline.inputs import distill_dataset
 from pipeline.records import schema
 from pipeline.core import stage
@@ -96,7 +96,7 @@ def _save_model(directory, hidden, layers, seed):
                            max_position_embeddings=32, hidden_act="gelu_new",
                            initializer_range=0.5)
   model = bert.ensure_built(heads.BertPretrainer(config))
-  return checkpoints.save_google_tf1_checkpoint(model, str(directory / "bert_model.ckpt"))
+  return google.save_tf1_checkpoint(model, str(directory / "bert_model.ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def _numpy_teacher(logits, b, temperature):
   p = values / np.maximum(values.sum(-1, keepdims=True), 1e-30)
   kl = np.where(kept, p * (np.log(np.where(kept, p, 1)) - log_q_k), 0).sum(-1)
   return {"teacher_agreement": (w * (logits.argmax(-1) == top1)).sum() / w.sum(),
-          "teacher_kl": (w * kl).sum() / w.sum()}
+          "teacher_kl_topk": (w * kl).sum() / w.sum()}
 
 
 def _load(inp, ckpt):
@@ -157,7 +157,7 @@ def test_metrics_equal_numpy(data, models):
   inp = evaluation.read_eval_input(data["distill"])
   model = _load(inp, models["teacher"])
   b = _whole_split(inp)
-  out = model({k: b[k] for k in pretraining.MODEL_INPUTS}, training=False)
+  out = model({k: b[k] for k in schema.PRETRAINING_MODEL_INPUTS}, training=False)
   logits, nsp = out["mlm_logits"].numpy().astype(np.float64), out["nsp_logits"].numpy()
   expected = _numpy_metrics(logits, nsp.astype(np.float64), b)
   expected.update(_numpy_teacher(logits, b, T))
@@ -194,7 +194,7 @@ def test_size_counts_the_checkpoint_files(data, models):
   assert info["bert_config_file"].endswith("student/bert_config.json")
 
 
-def test_cached_kl_and_agreement_on_hand_made_targets():
+def test_topk_kl_and_agreement_on_hand_made_targets():
   # One position, V=4. Teacher: ids (2, 0) with values (0.5, 0.5) padded by
   # (0, 0) as sampled rows are; student logits log(1, 1, 3, 5).
   logits = tf.math.log(tf.constant([[[1.0, 1.0, 3.0, 5.0]]]))
@@ -202,10 +202,10 @@ def test_cached_kl_and_agreement_on_hand_made_targets():
   values = tf.constant([[[0.5, 0.5, 0.0]]])
   # Student renormalized over {2, 0}: (3/4, 1/4); KL = .5 log(.5/.75) + .5 log(.5/.25).
   expected = 0.5 * np.log(0.5 / 0.75) + 0.5 * np.log(2.0)
-  kl = evaluation.cached_kl(logits, ids, values, 1.0).numpy()
+  kl = distill_losses.renormalized_kl(distill_losses.log_probs(logits, 1.0), ids, values).numpy()
   assert kl[0, 0] == pytest.approx(expected, rel=1e-5)
-  assert evaluation.cached_kl(tf.math.log(tf.constant([[[3.0, 1.0, 3.0, 5.0]]])),
-                              ids, values, 1.0).numpy()[0, 0] == pytest.approx(0, abs=1e-6)
+  assert distill_losses.renormalized_kl(tf.math.log(tf.constant([[[3.0, 1.0, 3.0, 5.0]]])),
+                                        ids, values).numpy()[0, 0] == pytest.approx(0, abs=1e-6)
   batch = {"masked_lm_ids": tf.constant([[3]]), "masked_lm_weights": tf.constant([[1.0]]),
            "next_sentence_labels": tf.constant([[0]]), "teacher_ids": ids,
            "teacher_values": values}
@@ -237,7 +237,7 @@ def test_evaluate_tool_writes_the_metrics(data, models, tmp_path):
   assert result["metrics"] == pytest.approx(expected, rel=1e-5)
   assert result["counts"]["examples"] == NUM_RECORDS
   assert result["teacher_labels"]["temperature"] == T
-  assert "renormalized" in result["teacher_labels"]["teacher_kl"]
+  assert "renormalized" in result["teacher_labels"]["teacher_kl_topk"]
   assert result["model"]["parameters"] == result["model"]["weights_f32_bytes"] // 4
 
 
@@ -278,7 +278,7 @@ def test_benchmark_tool_writes_table_json_and_plot(data, models, tmp_path):
   assert teacher["parameters"] > student["parameters"] > 0
   for r in report["models"]:
     assert len(r["latency_ms"]["samples"]) == 2 and r["throughput"]["mean"] > 0
-    assert r["disk_bytes"] > 0 and "teacher_kl" in r["metrics"]
+    assert r["disk_bytes"] > 0 and "teacher_kl_topk" in r["metrics"]
   assert len(report["environment"]["load_average_before"]) == 3
   markdown = (out / "benchmark.md").read_text()
   assert "{" not in markdown and "Throughput: batch 4" in markdown

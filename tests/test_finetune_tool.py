@@ -1,4 +1,4 @@
-"""tools/finetune.py and tools/distill.py --task as a user runs them, on generated
+"""tools/finetune.py and tools/distill.py (on task labels) as a user runs them, on generated
 tasks with a learnable rule (tests/classification_fixtures.py: 512 train and 200
 dev examples, S=16, vocab 40) and a 2-layer H=64 model.
 
@@ -188,16 +188,18 @@ def _general_student(directory):
 @pytest.fixture(scope="module")
 def task_labels(straight, data, tmp_path_factory):
   """The fine-tuned "straight" teacher's logits over the blind task, cached by
-  tools/extract_teacher_labels.py --task (train and dev)."""
+  tools/extract_teacher_labels.py on classification records (train and dev)."""
   out = str(tmp_path_factory.mktemp("labels") / "labels")
-  run_tool("extract_teacher_labels", "--task",
+  run_tool("extract_teacher_labels",
            f"--init_checkpoint={os.path.join(straight, 'best')}",
            f"--vocab_file={data['vocab']}", f"--input_dir={data['blind']}", f"--output_dir={out}")
   return out
 
 
 def test_task_distillation_learns_from_the_cached_teacher_logits(task_labels, data, tmp_path):
-  """Train labels are all 0, so what the student learns comes from the logits."""
+  """Train labels are all 0, so what the student learns comes from the logits.
+  The labels' kind makes it a task distillation; the old --task flag is accepted
+  and said to be unneeded."""
   out = str(tmp_path / "student")
   init = _general_student(tmp_path / "general")
   proc = run_tool("distill", "--task", f"--student_config={data['config']}",
@@ -206,6 +208,8 @@ def test_task_distillation_learns_from_the_cached_teacher_logits(task_labels, da
                   "--init_from=checkpoint", f"--init_checkpoint={init}",
                   "--train_batch_size=16", "--num_train_epochs=3", "--learning_rate=1e-3")
   assert "best accuracy" in proc.stdout
+  assert "--task is no longer needed" in proc.stderr
+  assert "distill_task: 1 process on CPU" in proc.stderr  # The run's first line.
   results = json.load(open(os.path.join(out, "eval_results.json")))
   assert [r["step"] for r in results] == [32, 64, 96]
   assert results[-1]["kd_loss"] < results[0]["kd_loss"]
@@ -223,15 +227,17 @@ def test_bad_inputs_are_one_line_errors(straight, task_labels, data, tmp_path):
   narrow = _write_json(tmp_path / "narrow.json", dict(MODEL, hidden_size=32))
   out = str(tmp_path / "run")
   cases = [
-      ("distill", ["--task", f"--student_config={narrow}", f"--vocab_file={data['vocab']}",
+      ("distill", [f"--student_config={narrow}", f"--vocab_file={data['vocab']}",
                    f"--teacher_labels_dir={task_labels}", f"--output_dir={out}",
                    "--init_from=teacher_layers", f"--teacher_config={data['config']}",
                    f"--teacher_checkpoint={os.path.join(straight, 'best')}"], "widths differ"),
       ("finetune", _flags(data, "single", out, f"--vocab_file={other_vocab}"),
        "were made with another vocab"),
-      ("distill", ["--task", f"--student_config={data['config']}",
+      ("distill", [f"--student_config={data['config']}",
                    f"--vocab_file={data['vocab']}", f"--teacher_labels_dir={task_labels}",
-                   f"--output_dir={out}", "--kd_tail=bucket"], "do not apply to --task"),
+                   f"--output_dir={out}", "--kd_tail=bucket"],
+       "error: flags: --kd_tail does not apply to classification records with cached "
+       "teacher logits"),
   ]
   procs = [start_tool(tool, *flags) for tool, flags, _ in cases]
   for proc, (_, _, message) in zip(procs, cases):

@@ -27,13 +27,13 @@ def tiny_teacher(tmp_path_factory):
   weights saved as a Google TF1 checkpoint."""
   import keras  # pylint: disable=import-outside-toplevel
   from modeling.networks import bert  # pylint: disable=import-outside-toplevel
-  from modeling.checkpoints import checkpoints
+  from modeling.checkpoints import google
   from modeling.models import heads
   keras.utils.set_random_seed(11)
   config = bert.load_config("tiny_teacher", vocab_size=400, initializer_range=0.5)
   model = heads.BertPretrainer(config)
   model.build(None)
-  return checkpoints.save_google_tf1_checkpoint(
+  return google.save_tf1_checkpoint(
       model, str(tmp_path_factory.mktemp("tiny_teacher") / "bert_model.ckpt"),
       write_config=False)  # the bundled config name is given instead
 

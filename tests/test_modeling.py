@@ -1,4 +1,5 @@
-"""Tests for modeling/networks/bert.py, heads.py and student_init.py at tiny sizes."""
+"""Tests for modeling/networks/bert.py, heads.py and student_init.py at tiny sizes
+(the layers they are built of: test_layers.py)."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from modeling.networks import bert
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import name_map
 from modeling.models import heads
 from modeling.models import student_init
 
@@ -217,10 +218,6 @@ def test_classifier_outputs():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: bert.BertEmbeddings(CONFIG, name="emb"),
-    lambda: bert.BertSelfAttention(CONFIG),
-    lambda: bert.TransformerLayer(CONFIG),
-    lambda: heads.MaskedLMHead(CONFIG),
     lambda: bert.BertModel(CONFIG),
     lambda: heads.BertPretrainer(CONFIG, dtype="mixed_bfloat16"),
     lambda: heads.BertClassifier(CONFIG, num_labels=5, dropout_rate=0.2),
@@ -278,7 +275,7 @@ def test_default_layer_map():
 
 
 def _layer_vars(model, index):
-  names = checkpoints.tf1_variable_map(model)
+  names = name_map.tf1_variable_map(model)
   prefix = f"bert/encoder/layer_{index}/"
   return {k[len(prefix):]: v.numpy() for k, v in names.items()
           if k.startswith(prefix)}
@@ -294,7 +291,7 @@ def test_init_student_copies_layer_subset():
   teacher = heads.BertPretrainer(CONFIG.replace(num_hidden_layers=4))
   student = heads.BertPretrainer(CONFIG)
   copied = student_init.init_student_from_teacher(student, teacher)
-  assert len(copied) == len(checkpoints.model_params(student))
+  assert len(copied) == len(name_map.model_params(student))
   _assert_same(_layer_vars(student, 0), _layer_vars(teacher, 0))
   _assert_same(_layer_vars(student, 1), _layer_vars(teacher, 3))
   for name in ("word_embeddings", "position_embeddings",

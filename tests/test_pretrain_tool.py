@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from modeling.networks import bert
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import loading
 from modeling.models import heads
 from modeling.training import pretraining
 from pipeline.inputs import pretraining_dataset
@@ -140,7 +140,7 @@ def test_export_savedmodel_gives_the_checkpoint_logits(straight, corpus,
   out, export_dir = straight
   model = heads.BertPretrainer(bert.BertConfig.from_dict(TINY | {
       "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}))
-  checkpoints.load_checkpoint(model, out)  # Our own run directory.
+  loading.load_checkpoint(model, out)  # Our own run directory.
   inputs = _eval_batch(corpus)
   want = model(inputs, training=False)
   tool_dir = str(tmp_path / "tool_export")

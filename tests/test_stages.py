@@ -20,10 +20,12 @@ from tests.conftest import (MPIRUN, ROOT, records_flags, run_tool, start_tool,
 
 
 def _listing(root):
+  """The output files; hidden bookkeeping (the writer's .lock) is not output."""
   out = []
   for dirpath, dirnames, files in os.walk(root):
     dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    out += [os.path.relpath(os.path.join(dirpath, f), root) for f in files]
+    out += [os.path.relpath(os.path.join(dirpath, f), root) for f in files
+            if not f.startswith(".")]
   return sorted(out)
 
 

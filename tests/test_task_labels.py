@@ -1,4 +1,4 @@
-"""extract_teacher_labels --task on generated classification records with a
+"""extract_teacher_labels on generated classification records with a
 tiny random classifier: the exact outputs, logits equal to the model's on the
 records, the stage contract (no-op rerun, other config, SIGKILL resume) and
 the refusals (another vocab, another number of labels, pretraining records)."""
@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.inputs import classification_dataset as cds
 from pipeline.records import schema
+from pipeline.core import kinds
 from pipeline.core import stage
 from pipeline.records import tfrecord
 from pipeline.labels import task_labels as task_stage
@@ -53,7 +54,7 @@ def task(tmp_path_factory):
 
 
 def _flags(task, out, *extra, teacher=None, vocab=None, input_dir=None):
-  return ["--task", f"--init_checkpoint={teacher or task['teacher']}",
+  return [f"--init_checkpoint={teacher or task['teacher']}",
           f"--vocab_file={vocab or task['vocab']}",
           f"--input_dir={input_dir or task['records']}", f"--output_dir={out}",
           "--batch_size=8", *extra]
@@ -81,7 +82,7 @@ def test_outputs_are_the_records_plus_the_teacher_logits(task, labels):
   assert _listing(labels) == sorted(["COMPLETED", "manifest.json", "stats.json"] + FILES)
   with open(os.path.join(labels, "manifest.json")) as f:
     manifest = json.load(f)
-  assert manifest["stage"] == cds.TASK_LABELS_STAGE
+  assert manifest["stage"] == kinds.TASK_DISTILL_RECORDS.stage == "extract_task_labels"
   assert manifest["counts"] == {"dev_examples": 23, "train_examples": 1500, "examples": 1523}
   assert [f["name"] for f in manifest["features"]] == [
       f.name for f in schema.TASK_DISTILL_FEATURES]
@@ -97,7 +98,7 @@ def test_outputs_are_the_records_plus_the_teacher_logits(task, labels):
       assert len(features.pop("teacher_logits").float_list.value) == 3
       assert features == dict(b.features.feature)  # the original features, unchanged
   # The readers take it as task distill records.
-  spec = cds.TaskSpec.from_manifest(stage.read_input(labels, cds.TASK_LABELS_STAGE))
+  spec = cds.TaskSpec.from_manifest(kinds.read(labels, kinds.TASK_DISTILL_RECORDS)[1])
   assert spec.has_teacher_logits and spec.num_labels == 3
 
 
@@ -107,7 +108,7 @@ def test_logits_equal_the_model_on_the_records(task, labels):
   for split in ("dev", "train"):
     columns = task["splits"][split]
     expected = classification.logits(model, {k: tf.constant(columns[k], tf.int32)
-                                             for k in classification.MODEL_INPUTS})
+                                             for k in schema.CLASSIFICATION_MODEL_INPUTS})
     got = [list(r.features.feature["teacher_logits"].float_list.value)
            for r in _records(os.path.join(labels, f"{split}/part-00000.tfrecord"))]
     # Another batch size: float32 sums in another order (1e-5 at these logits).
@@ -155,7 +156,7 @@ def test_another_vocab_is_a_one_line_error(task, tmp_path):
 
 def _check(task, teacher_dir):
   from modeling.models import classification  # pylint: disable=import-outside-toplevel
-  manifest = stage.read_input(task["records"], task_stage.INPUT_STAGE)
+  _, manifest = kinds.read(task["records"], kinds.CLASSIFICATION_RECORDS)
   model = classification.load_classifier(teacher_dir)
   task_stage.check_classifier(manifest, model.config, model.num_labels, teacher_dir,
                               task_stage.run_vocab_sha256(teacher_dir))
@@ -174,8 +175,9 @@ def test_teachers_that_do_not_fit_are_refused(task, labels, tmp_path):
       {"stage": "finetune", "config": {"vocab_sha256": "f" * 64}}))
   with pytest.raises(InputError, match="fine-tuned with vocab ffffffffffff"):
     _check(task, best)
-  manifest = stage.read_input(task["records"], task_stage.INPUT_STAGE)
+  _, manifest = kinds.read(task["records"], kinds.CLASSIFICATION_RECORDS)
   with pytest.raises(InputError, match="no records of split 'nope'"):
-    task_stage.record_files(manifest, ("train", "nope"))
-  with pytest.raises(InputError, match="expected the output of create_classification_data"):
-    stage.read_input(labels, task_stage.INPUT_STAGE)
+    schema.record_files(manifest["_dir"], ("train", "nope"))
+  with pytest.raises(InputError, match="holds classification records with cached teacher "
+                     "logits, expected classification records"):
+    kinds.read(labels, kinds.CLASSIFICATION_RECORDS)

@@ -32,7 +32,7 @@ def teacher(tmp_path_factory):
   """A random BertPretrainer (vocab 400) saved as a Google TF1 checkpoint."""
   import keras  # pylint: disable=import-outside-toplevel
   from modeling.networks import bert  # pylint: disable=import-outside-toplevel
-  from modeling.checkpoints import checkpoints
+  from modeling.checkpoints import google
   from modeling.models import heads
   d = tmp_path_factory.mktemp("teacher")
   keras.utils.set_random_seed(7)
@@ -43,7 +43,7 @@ def teacher(tmp_path_factory):
                            initializer_range=0.5)
   model = heads.BertPretrainer(config)
   model.build(None)
-  prefix = checkpoints.save_google_tf1_checkpoint(model, str(d / "bert_model.ckpt"))
+  prefix = google.save_tf1_checkpoint(model, str(d / "bert_model.ckpt"))
   return {"ckpt": prefix, "config": str(d / "bert_config.json"), "dir": str(d)}
 
 
@@ -109,14 +109,14 @@ def test_outputs_files_and_counts(corpus, topk_out):
 def _direct(teacher, examples, temperature):
   """The teacher's p_T [N,P,V] and NSP logits [N,2], computed directly."""
   from modeling.networks import bert  # pylint: disable=import-outside-toplevel
-  from modeling.checkpoints import checkpoints
+  from modeling.checkpoints import loading
   from modeling.models import heads
   config = bert.load_config(teacher["config"], gelu_convention="google")
   model = heads.BertPretrainer(config)
-  checkpoints.load_checkpoint(model, teacher["ckpt"])
+  loading.load_checkpoint(model, teacher["ckpt"])
   spec = schema.tf_feature_spec(schema.PRETRAINING_FEATURES, 64, 10)
   parsed = tf.io.parse_example(examples, spec)
-  outputs = model({k: tf.cast(parsed[k], tf.int32) for k in inference.MODEL_INPUTS})
+  outputs = model({k: tf.cast(parsed[k], tf.int32) for k in schema.PRETRAINING_MODEL_INPUTS})
   logits = outputs["mlm_logits"].numpy().astype(np.float64) / temperature
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   return probs / probs.sum(-1, keepdims=True), outputs["nsp_logits"].numpy(), parsed

@@ -1,5 +1,6 @@
 """Optimizer, schedule, losses and the trainer, in-process at tiny sizes."""
 
+import dataclasses
 import math
 import os
 
@@ -13,9 +14,10 @@ from modeling.models import heads
 from modeling.losses import pretraining_losses
 from modeling.training import optimization
 from modeling.training import pretraining
+from modeling.training import run
 from modeling.training import trainer
 from pipeline.inputs import pretraining_dataset
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 
 # No dropout: runs that should match must see the same function.
 CONFIG = bert.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
@@ -198,11 +200,14 @@ def test_settings_are_checked_against_the_records():
     pretraining.records_shapes(manifest, 128)
   assert pretraining.model_config("tiny_teacher", manifest).vocab_size == 400
   with pytest.raises(InputError, match="vocab_size 30522 differs"):
-    pretraining.model_config(os.path.join(os.path.dirname(bert.__file__),
+    pretraining.model_config(os.path.join(os.path.dirname(os.path.dirname(bert.__file__)),
                                           "configs", "bert_base.json"),
                              manifest)
-  assert pretraining.per_rank_batch_size(32, 2, 4) == 4
-  with pytest.raises(ValueError, match="not a positive multiple"):
-    pretraining.per_rank_batch_size(30, 2, 4)
+  loop = run.LoopConfig(train_batch_size=32, gradient_accumulation_steps=4)
+  assert loop.micro_batch_size(2) == 4
+  with pytest.raises(ConfigError, match="not a multiple"):
+    dataclasses.replace(loop, train_batch_size=30).micro_batch_size(2)
+  with pytest.raises(ConfigError, match="num_warmup_steps=20 must be in"):
+    run.LoopConfig(num_train_steps=10, num_warmup_steps=20)
   with pytest.raises(ValueError, match="num_train_steps must be >= 1"):
     trainer.TrainerConfig(num_train_steps=0, global_batch_size=8)

@@ -2,143 +2,64 @@
 
   python tools/benchmark.py --input_dir=out/distill --output_dir=out/benchmark \
       --models=teacher=out/teacher/bert_config.json:out/teacher,student=:out/student
+  python tools/benchmark.py --input_dir=out/task/records --vocab_file=out/vocab/vocab.txt \
+      --split=test --output_dir=out/task/benchmark \
+      --models=teacher=:out/task/teacher/best,distilled=:out/task/student/best
 
 --models: name=config:checkpoint, comma-separated, the reference (teacher) first;
 an empty config means the one beside the checkpoint. All models are measured in
-one run with their repeats interleaved (see modeling/evaluation/evaluation.py). Writes
-benchmark.md (the table), benchmark.json (every number and sample, the load
-average, settings) and benchmark.png (held-out MLM accuracy vs latency).
-
-With --task: classifiers on classification records (teacher, student
-fine-tuned without a teacher, distilled student): size, parameters, latency
-at batch 1, throughput and the task metrics (tools/_task_eval.py).
+one run with their repeats interleaved. What is measured follows --input_dir's
+kind (pretraining models on pretraining or distill records, classifiers on
+classification records). Writes benchmark.md (the table), benchmark.json (every
+number and sample, the load average, settings) and benchmark.png (metric vs
+latency). The run: modeling/evaluation/runs.py.
 """
 
-import dataclasses
-import os
-import platform
+import sys
 
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
-import _task_eval
 from absl import flags
-import tensorflow as tf
 
-from modeling.evaluation import evaluation
+from modeling.evaluation import runs
 from pipeline.core import cli
-from pipeline.inputs import pretraining_dataset
-from pipeline.core import stage
-from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", None, "name=config:checkpoint,... (first = reference).",
                   required=True)
-flags.DEFINE_string("input_dir", None, "create_pretraining_data or "
-                    "extract_teacher_labels output (held-out metrics).", required=True)
+flags.DEFINE_string("input_dir", None, "Records for the held-out metrics (any kind "
+                    "evaluate.py reads).", required=True)
 flags.DEFINE_string("output_dir", None, "Where benchmark.md/.json/.png go.", required=True)
-flags.DEFINE_enum("split", None, pretraining_dataset.SPLITS + ("dev", "test"), "Records split "
-                  "for the metrics (default: eval; dev with --task).")
-flags.DEFINE_bool("task", False, "Classifiers on classification records.")
-flags.DEFINE_string("vocab_file", None, "With --task: refuse records made with "
+flags.DEFINE_enum("split", None, ("train", "eval", "dev", "test"), "Records split "
+                  "for the metrics (default: eval; dev for classification records).")
+flags.DEFINE_string("vocab_file", None, "Classifiers: refuse records made with "
                     "another vocab.")
 flags.DEFINE_integer("eval_batch_size", 32, "Batch of the metrics pass.", lower_bound=1)
 flags.DEFINE_integer("max_eval_batches", None, "Metrics on this many batches only.",
                      lower_bound=1)
 flags.DEFINE_integer("seq_length", None, "Sequence length of the timed inputs "
-                     "(default: 128; the records' with --task).")
+                     "(default: 128; the records' for classifiers).")
 flags.DEFINE_integer("num_predictions", 20, "Masked positions per timed sequence.")
 flags.DEFINE_integer("latency_batch", 1, "Batch of the latency calls.")
 flags.DEFINE_integer("throughput_batch", 128, "Batch of the throughput calls.")
 flags.DEFINE_integer("repeats", 10, "Timed calls per model and kind.")
 flags.DEFINE_integer("warmup", 2, "Untimed calls first (after tracing).")
+flags.DEFINE_bool("task", False, "No longer needed (--input_dir's kind says it); accepted "
+                  "for one release.")
 
-
-def _model_specs():
-  """[(name, config or None, checkpoint)] of --models."""
-  specs = []
-  for item in FLAGS.models:
-    name, sep, rest = item.partition("=")
-    config, sep2, checkpoint = rest.partition(":")
-    if not (sep and sep2 and name and checkpoint):
-      raise InputError("--models", f"{item!r} is not name=config:checkpoint")
-    if name in [s[0] for s in specs]:
-      raise InputError("--models", f"model name {name!r} given twice")
-    specs.append((name, config or None, checkpoint))
-  return specs
-
-
-def _settings():
-  try:
-    return evaluation.SpeedSettings(
-        FLAGS.seq_length or 128, FLAGS.latency_batch, FLAGS.throughput_batch,
-        FLAGS.repeats, FLAGS.warmup, FLAGS.num_predictions)
-  except ValueError as e:
-    raise InputError("flags", str(e)) from None
-
-
-def _held_out(specs, inp):
-  """{name: model} and the per-model results without speed."""
-  models, results = {}, []
-  for name, config, checkpoint in specs:
-    model = evaluation.load_model(checkpoint, inp, config)
-    batches = evaluation.eval_batches(inp, FLAGS.eval_batch_size, FLAGS.max_eval_batches)
-    metrics, counts = evaluation.evaluate(model, batches, inp.labels)
-    result = {"name": name, "metrics": metrics, "counts": counts}
-    result.update(evaluation.describe(model, checkpoint, config))
-    models[name] = model
-    results.append(result)
-    acc = metrics["mlm_accuracy"]
-    print(f"benchmark: {name}: mlm_accuracy={acc if acc is None else round(acc, 4)} "
-          f"({counts['masked_positions']} masked positions)", flush=True)
-  return models, results
-
-
-def _write(report):
-  out = FLAGS.output_dir
-  os.makedirs(out, exist_ok=True)
-  stage.atomic_write_text(os.path.join(out, "benchmark.json"), stage.json_dumps(report))
-  stage.atomic_write_text(os.path.join(out, "benchmark.md"),
-                          evaluation.markdown_report(report))
-  tmp = os.path.join(out, f".benchmark.png.tmp.{os.getpid()}")
-  evaluation.write_plot(report["models"], tmp, FLAGS.latency_batch)
-  os.replace(tmp, os.path.join(out, "benchmark.png"))
-
-
-def _report(inp, results, settings, load_before, load_after):
-  report = {
-      "models": evaluation.compare(results),
-      "settings": dict(dataclasses.asdict(settings), eval_batch_size=FLAGS.eval_batch_size,
-                       max_eval_batches=FLAGS.max_eval_batches),
-      "input": {"dir": inp.dir, "stage": inp.manifest["stage"], "split": inp.split,
-                "manifest_sha256": inp.manifest["_sha256"],
-                "examples": results[0]["counts"]["examples"]},
-      "environment": {"load_average_before": load_before, "load_average_after": load_after,
-                      "cpu_count": os.cpu_count(), "tensorflow": tf.__version__,
-                      "machine": platform.machine(), "code_version": stage.code_version()},
-  }
-  if inp.labels:
-    report["input"]["teacher_kl"] = evaluation.KL_NOTE
-  return report
+_NAMES = ("input_dir", "output_dir", "split", "vocab_file", "eval_batch_size",
+          "max_eval_batches", "seq_length", "num_predictions", "latency_batch",
+          "throughput_batch", "repeats", "warmup")
 
 
 def main(argv):
   del argv
   if FLAGS.task:
-    return _task_eval.benchmark(_model_specs())
-  if FLAGS.split not in (None,) + pretraining_dataset.SPLITS:
-    raise InputError("--split", f"pretraining records have splits {pretraining_dataset.SPLITS}")
-  specs, settings = _model_specs(), _settings()
-  inp = evaluation.read_eval_input(FLAGS.input_dir, FLAGS.split or "eval")
-  models, results = _held_out(specs, inp)
-  # The load average says how noisy the machine was while timing.
-  before = os.getloadavg()
-  speed = evaluation.measure_speed(models, settings)
-  after = os.getloadavg()
-  for result in results:
-    result.update(speed[result["name"]])
-  report = _report(inp, results, settings, before, after)
-  _write(report)
-  print(evaluation.markdown_table(report["models"]), end="")
-  print(f"benchmark: {len(results)} models -> {FLAGS.output_dir}")
+    print("benchmark: --task is no longer needed: --input_dir's manifest says what it is",
+          file=sys.stderr)
+  given = frozenset(f.name for f in FLAGS.get_flags_for_module(sys.argv[0]) if f.present)
+  runs.benchmark(runs.BenchmarkConfig(
+      models=runs.parse_models(FLAGS.models), given=given,
+      **{name: FLAGS[name].value for name in _NAMES}))
 
 
 if __name__ == "__main__":

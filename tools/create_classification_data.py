@@ -24,7 +24,7 @@ from pipeline.core import cli
 from pipeline.records import classification_data as cd
 from pipeline.records import schema
 from pipeline.core import stage
-from pipeline.records import task_data
+from pipeline.corpus import task_data
 from pipeline.core.progress import Progress
 from pipeline.text.tokenization import BertTokenizer
 

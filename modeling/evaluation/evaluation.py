@@ -10,11 +10,12 @@ logit is beaten by fewer than 5 others; ties count in, as in
 tf.math.in_top_k), mlm_loss = sum(w * ce) / sum(w) as in modeling/losses/pretraining_losses.py
 and mlm_perplexity = exp(mlm_loss); per example: nsp_accuracy, nsp_loss.
 Distill records (the teacher's cached labels) add teacher_agreement (student
-argmax == the teacher's cached top-1 id), teacher_kl (KL(teacher || student)
-over each position's cached ids with a nonzero value, both renormalized to
-sum 1 over those ids, the student at the cache's temperature T: not the
-full-vocab KL, the mass outside the K ids is ignored) and, for top-k labels,
-teacher_topk_mass (the mean teacher probability those K ids cover).
+argmax == the teacher's cached top-1 id), teacher_kl_topk (KL(teacher ||
+student) over each position's cached ids with a nonzero value, both
+renormalized to sum 1 over those ids, the student at the cache's
+temperature T: distill_losses.renormalized_kl, not the full-vocab KL, the
+mass outside the K ids is ignored) and, for top-k labels, teacher_topk_mass
+(the mean teacher probability those K ids cover).
 
 Speed: each forward pass is a tf.function with a fixed input signature;
 repeats are interleaved across models (the machine is shared and noisy, so
@@ -31,24 +32,24 @@ import numpy as np
 import tensorflow as tf
 
 from modeling.networks import bert as bert_lib
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import loading
 from modeling.losses import distill_losses
 from modeling.models import heads
 from modeling.losses import pretraining_losses
 from modeling.training import pretraining
-from pipeline.inputs import pretraining_dataset
-from pipeline.records import schema
-from pipeline.core import stage
-from pipeline.labels import packed_labels
-from pipeline.inputs.distill_dataset import LABELS_STAGE, LabelSpec
+from pipeline.core import kinds
 from pipeline.core.errors import InputError
+from pipeline.inputs import parsing
+from pipeline.inputs import pretraining_dataset
+from pipeline.inputs.distill_dataset import LabelSpec
+from pipeline.records import schema
 
-INPUT_STAGES = ("create_pretraining_data", LABELS_STAGE)
 TOP_K = 5
-_EXCLUDED = -1e9  # log q of excluded ids: finite, so 0 * it stays 0
+# What teacher_kl_topk is, written beside it in evaluate's and benchmark's JSON.
 KL_NOTE = ("KL(teacher || student) over each position's cached teacher ids "
            "with a nonzero value, both renormalized to sum 1 over those ids; "
-           "student at the cache's temperature. Not the full-vocab KL.")
+           "student at the cache's temperature. Not the full-vocab KL "
+           "(teacher_kl_full) nor the trainer's K+1-bucket KL (teacher_kl_bucket).")
 
 
 # ---------------------------------------------------------------- inputs
@@ -77,37 +78,19 @@ def read_eval_input(input_dir, split="eval"):
   Raises:
     InputError: incomplete or changed input, another stage, empty split.
   """
-  manifest = stage.read_input(input_dir, INPUT_STAGES)
-  pretraining_dataset.record_files(input_dir, split)  # raises when the split is empty
-  labels = (LabelSpec.from_manifest(manifest)
-            if manifest["stage"] == LABELS_STAGE else None)
+  kind, manifest = kinds.read(input_dir, kinds.PRETRAINING_RECORDS, kinds.DISTILL_RECORDS)
+  schema.record_files(input_dir, (split,))  # raises when the split is empty
+  labels = LabelSpec.from_manifest(manifest) if kind == kinds.DISTILL_RECORDS else None
   return EvalInput(manifest, split, labels)
-
-
-def _parse_fn(inp):
-  """Serialized records [B] -> {name: [B, ...]} (+ decoded teacher targets)."""
-  s, p = inp.shapes()
-  spec = schema.tf_feature_spec(
-      schema.DISTILL_FEATURES if inp.labels else schema.PRETRAINING_FEATURES,
-      s, p)
-  packed = {f.name for f in schema.TEACHER_FEATURES if f.dtype == schema.BYTES}
-
-  def parse(serialized):
-    parsed = tf.io.parse_example(serialized, spec)
-    batch = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v
-             for k, v in parsed.items() if k not in packed}
-    if inp.labels:
-      batch.update(packed_labels.decode_teacher_targets(
-          parsed, inp.labels.truncation_factor, inp.labels.id_dtype, p))
-    return batch
-
-  return parse
 
 
 def eval_batches(inp, batch_size, max_batches=None):
   """One pass over the split in file order; the last batch may be smaller."""
-  records = tf.data.TFRecordDataset(pretraining_dataset.record_files(inp.dir, inp.split))
-  batches = records.batch(batch_size).map(_parse_fn(inp))
+  records = tf.data.TFRecordDataset(schema.record_paths(inp.dir, inp.split))
+  # Distill records: + the decoded teacher targets [B,P,K].
+  parse = (inp.labels.parse_fn() if inp.labels else
+           parsing.parse_fn(schema.PRETRAINING_FEATURES, *inp.shapes()))
+  batches = records.batch(batch_size).map(parse)
   if max_batches:
     batches = batches.take(max_batches)
   return batches.prefetch(tf.data.AUTOTUNE)
@@ -117,13 +100,13 @@ def eval_batches(inp, batch_size, max_batches=None):
 
 
 def _resolve(checkpoint):
-  """(format, path) of checkpoints.resolve_checkpoint, as InputError."""
+  """(format, path) of loading.resolve_checkpoint, as InputError."""
   exists = checkpoint and (os.path.exists(checkpoint) or glob.glob(
       glob.escape(checkpoint) + ".*"))  # a TF prefix is not a file
   if not exists:
     raise InputError(checkpoint or "--checkpoint", "checkpoint does not exist")
   try:
-    return checkpoints.resolve_checkpoint(checkpoint)
+    return loading.resolve_checkpoint(checkpoint)
   except ValueError as e:
     raise InputError(checkpoint, str(e)) from None
 
@@ -154,7 +137,7 @@ def load_model(checkpoint, inp, config_file=None):
       config_path, inp.manifest, pretraining.gelu_convention_for(checkpoint))
   model = bert_lib.ensure_built(heads.BertPretrainer(config))
   try:
-    checkpoints.load_checkpoint(model, checkpoint)
+    loading.load_checkpoint(model, checkpoint)
   except (OSError, ValueError) as e:
     raise InputError(checkpoint, str(e)) from None
   return model
@@ -200,29 +183,16 @@ def _top_k_sum(logits, labels, weights, k=TOP_K):
   return _masked_sum(tf.cast(beaten_by < k, tf.float32), weights)
 
 
-def cached_kl(logits, ids, values, temperature):
-  """KL(p~ || q~) over the cached ids with a nonzero value: [B,P].
-
-  Zero-valued slots are excluded on both sides: sampled labels pad their
-  rows with (id 0, value 0), which must not enter the student's normalizer.
-  """
-  log_q = tf.nn.log_softmax(logits / temperature)  # [B,P,V]
-  kept = values > 0  # [B,P,K]
-  log_q_k = tf.where(kept, tf.gather(log_q, ids, batch_dims=2), _EXCLUDED)
-  log_q_k -= tf.reduce_logsumexp(log_q_k, -1, keepdims=True)  # renormalized
-  p = tf.math.divide_no_nan(values, tf.reduce_sum(values, -1, keepdims=True))
-  return tf.reduce_sum(tf.math.xlogy(p, p) - p * log_q_k, -1)
-
-
 def _teacher_sums(logits, batch, labels):
   weights = tf.cast(batch["masked_lm_weights"], tf.float32)
   student_top1 = tf.argmax(logits, -1, output_type=tf.int32)  # [B,P]
   agree = tf.cast(tf.equal(student_top1, distill_losses.cached_top1(batch)),
                   tf.float32)
-  kl = cached_kl(logits, batch["teacher_ids"], batch["teacher_values"],
-                 labels.temperature)
+  log_q = distill_losses.log_probs(logits, labels.temperature)  # [B,P,V]
+  kl = distill_losses.renormalized_kl(log_q, batch["teacher_ids"],
+                                      batch["teacher_values"])  # [B,P]
   sums = {"teacher_agreement": _masked_sum(agree, weights),
-          "teacher_kl": _masked_sum(kl, weights)}
+          "teacher_kl_topk": _masked_sum(kl, weights)}
   if labels.label_method == "topk":
     mass = tf.reduce_sum(batch["teacher_values"], -1)  # [B,P]
     sums["teacher_topk_mass"] = _masked_sum(mass, weights)
@@ -266,7 +236,7 @@ def evaluate(model, batches, labels=None):
 
   @tf.function(input_signature=[batches.element_spec])
   def step(batch):
-    inputs = {k: batch[k] for k in pretraining.MODEL_INPUTS}
+    inputs = {k: batch[k] for k in schema.PRETRAINING_MODEL_INPUTS}
     return metric_sums(model(inputs, training=False), batch, labels)
 
   totals = {}
@@ -328,7 +298,7 @@ def pretraining_case(model, batch_size, settings):
   """(compiled forward pass, synthetic inputs, a small output to wait on)."""
   s, p = settings.seq_length, settings.num_predictions
   batch = pretraining_dataset.synthetic_batch(batch_size, s, p, model.config.vocab_size, seed=0)
-  inputs = {k: batch[k] for k in pretraining.MODEL_INPUTS}
+  inputs = {k: batch[k] for k in schema.PRETRAINING_MODEL_INPUTS}
   return serving_fn(model, batch_size, s, p), inputs, "nsp_logits"
 
 
@@ -362,8 +332,8 @@ def measure_speed(models, settings, make_case=pretraining_case):
   make_case(model, batch size, settings) -> (compiled fn, inputs, output).
   """
   cases = _speed_cases(models, settings, make_case)
-  for kinds in cases.values():
-    for fn, inputs, _ in kinds.values():
+  for by_kind in cases.values():
+    for fn, inputs, _ in by_kind.values():
       for _ in range(settings.warmup + 1):  # +1: tracing is not warm-up
         fn(inputs)
   names = list(models)
@@ -435,13 +405,13 @@ _COLUMNS = (
 )
 _TEACHER_COLUMNS = (
     ("Teacher agree", lambda r: _num(r["metrics"]["teacher_agreement"])),
-    ("KL (top-K)", lambda r: _num(r["metrics"]["teacher_kl"])),
+    ("KL (top-K)", lambda r: _num(r["metrics"]["teacher_kl_topk"])),
 )
 
 
 def columns(results):
   """The table's (header, formatter) pairs; teacher ones for distill input."""
-  has_teacher = all("teacher_kl" in r["metrics"] for r in results)
+  has_teacher = all("teacher_kl_topk" in r["metrics"] for r in results)
   return _COLUMNS + (_TEACHER_COLUMNS if has_teacher else ())
 
 

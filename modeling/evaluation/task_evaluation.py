@@ -10,7 +10,8 @@ accuracy, precision, recall, F1 (binary: of class 1; else macro), MCC,
 ROC-AUC (binary), the mean cross-entropy `loss` and the per-class report.
 On task distill records (extract_teacher_labels --task) the cached teacher
 logits add teacher_accuracy (the teacher's own), teacher_agreement (same
-argmax) and teacher_kl = mean KL(softmax(teacher) || softmax(model)) at T=1.
+argmax) and teacher_kl_task = mean KL(softmax(teacher) || softmax(model)) at
+T=1 over the C classes (full distributions: logits are not truncated).
 """
 
 import dataclasses
@@ -25,15 +26,14 @@ from modeling.evaluation import evaluation
 from modeling.training import pretraining
 from modeling.losses import task_losses
 from pipeline.inputs import classification_dataset as cds
-from pipeline.core import stage
+from pipeline.core import kinds
 from pipeline.labels import task_labels
-from pipeline.labels import pretraining_labels
 from pipeline.core.errors import InputError
+from pipeline.records import schema
 
-INPUT_STAGES = (cds.CLASSIFICATION_STAGE, cds.TASK_LABELS_STAGE)
 # The summary metrics in the JSON and the table, in this order.
 METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "roc_auc", "loss")
-TEACHER_METRICS = ("teacher_accuracy", "teacher_agreement", "teacher_kl")
+TEACHER_METRICS = ("teacher_accuracy", "teacher_agreement", "teacher_kl_task")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +60,10 @@ def read_task_records(input_dir, vocab_file=None, split=None):
     InputError: incomplete input, pretraining records, or (vocab_file
       given) another vocab.
   """
-  manifest = stage.read_input(input_dir, INPUT_STAGES)
+  _, manifest = kinds.read(input_dir, kinds.CLASSIFICATION_RECORDS, kinds.TASK_DISTILL_RECORDS)
   spec = cds.TaskSpec.from_manifest(manifest)
   if vocab_file:
-    pretraining_labels.check_vocab(manifest, vocab_file)
+    kinds.check_vocab(manifest, vocab_file)
   return TaskEvalInput(manifest, spec, split)
 
 
@@ -75,7 +75,7 @@ def read_task_eval_input(input_dir, split="dev", vocab_file=None):
   """
   inp = read_task_records(input_dir, vocab_file, split)
   cds.check_labeled(inp.manifest, split)
-  cds.split_files(input_dir, split)  # raises when the split has no records
+  schema.record_files(input_dir, (split,))  # raises when the split has no records
   return inp
 
 
@@ -139,7 +139,7 @@ def teacher_metrics(teacher_logits, logits, label_ids):
   teacher_top1 = teacher_logits.argmax(-1)
   return {"teacher_accuracy": float(np.mean(teacher_top1 == label_ids)),
           "teacher_agreement": float(np.mean(teacher_top1 == logits.argmax(-1))),
-          "teacher_kl": float(np.mean(kl))}
+          "teacher_kl_task": float(np.mean(kl))}
 
 
 def task_metrics(predicted, labels):
@@ -165,7 +165,7 @@ def evaluate(model, inp, batch_size, max_batches=None):
 def serving_fn(model, batch_size, seq_length):
   """The classifier compiled for fixed [batch_size, seq_length] inputs."""
   specs = {name: tf.TensorSpec([batch_size, seq_length], tf.int32, name)
-           for name in classification.MODEL_INPUTS}
+           for name in schema.CLASSIFICATION_MODEL_INPUTS}
 
   @tf.function(input_signature=[specs])
   def forward(inputs):

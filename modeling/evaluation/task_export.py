@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from modeling.networks import bert as bert_lib
 from modeling.models import classification
+from pipeline.records import schema
 from pipeline.text import tokenization
 
 # The reference clean_text drops these (pipeline/text/tokenization.py).
@@ -122,7 +123,7 @@ def _endpoints(model, encoder, labels, pair):
   text_names = ("text_a", "text_b") if pair else ("text_a",)
   text_specs = [tf.TensorSpec([None], tf.string, name=n) for n in text_names]
   id_specs = [tf.TensorSpec([None, None], tf.int32, name=n)
-              for n in classification.MODEL_INPUTS]
+              for n in schema.CLASSIFICATION_MODEL_INPUTS]
 
   def serving(*texts):
     return _outputs(model, labels, encoder(*texts))

@@ -16,7 +16,8 @@ and `tail` = 1 - their sum; how the loss treats the missing tail is the
 `kd_mode` (KD_TAILS):
 
   renormalize  KL(p~ || q~) over the K ids, both renormalized to sum 1:
-               p~_k = v_k / sum_j v_j, log q~_k = log q_k - logsumexp_j log q_j.
+               p~_k = v_k / sum_j v_j, log q~_k = log q_k - logsumexp_j log q_j
+               (ids with v = 0 left out on both sides).
   bucket       KL over K+1 categories, the K ids plus one bucket holding the
                rest: teacher (v_1..v_K, tail), student (q_1..q_K, 1 - sum_k
                q_k). The student's bucket is logsumexp of log q_T over the
@@ -56,6 +57,20 @@ _EXCLUDED = -1e9
 _EPSILON = 1e-5
 
 
+def weight_problems(alpha, temperature):
+  """What is wrong with a KD loss's alpha and T (empty: nothing).
+
+  alpha weighs the hard-label loss (1 - alpha: KD) in every distillation
+  loss of the project; T divides both sides' logits.
+  """
+  problems = []
+  if not 0.0 <= alpha <= 1.0:
+    problems.append(f"alpha must be in [0, 1], got {alpha}")
+  if not temperature > 0:
+    problems.append(f"temperature must be > 0, got {temperature}")
+  return problems
+
+
 def weighted_mean(values, weights):
   """sum(w * x) / sum(w) over all entries (as modeling/losses/pretraining_losses.py does)."""
   weights = tf.cast(weights, tf.float32)
@@ -78,8 +93,15 @@ def _entropy_term(p):
 
 
 def renormalized_kl(log_q, ids, values):
-  """KL over the K ids, teacher and student renormalized: [B,P]."""
-  log_q_k = _gather_ids(log_q, ids)  # [B,P,K]
+  """KL over the K ids, teacher and student renormalized: [B,P].
+
+  The one definition of the top-K KL: the "renormalize" KD term and the
+  held-out teacher_kl_topk metric. Slots with value 0 are left out of the
+  student's normalizer too: sampled labels pad their rows with (id 0, value
+  0), and a top-k probability that underflows float16 carries no target.
+  """
+  kept = values > 0  # [B,P,K]
+  log_q_k = tf.where(kept, _gather_ids(log_q, ids), _EXCLUDED)  # [B,P,K]
   log_q_k -= tf.reduce_logsumexp(log_q_k, -1, keepdims=True)
   # A padding position has all values 0: divide_no_nan keeps it at 0.
   p = tf.math.divide_no_nan(values, tf.reduce_sum(values, -1, keepdims=True))

@@ -17,7 +17,6 @@ import dataclasses
 import tensorflow as tf
 
 from modeling.losses import distill_losses
-from modeling.training import distillation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +26,10 @@ class TaskDistillConfig:
   temperature: float = 1.0
 
   def __post_init__(self):
-    # The bounds of pretraining distillation's alpha and T (ValueError).
-    distillation.DistillConfig(alpha=self.alpha, temperature=self.temperature)
+    # The bounds of pretraining distillation's alpha and T.
+    problems = distill_losses.weight_problems(self.alpha, self.temperature)
+    if problems:
+      raise ValueError("; ".join(problems))
 
   @property
   def uses_teacher(self):

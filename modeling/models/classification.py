@@ -7,7 +7,7 @@ called with {input_ids, input_mask, segment_ids} int [B,S] it returns the
 BertModel dict plus "logits" float32 [B,C]; `logits(model, batch)` returns
 just those. Its variables carry run_classifier.py's names (output_weights /
 output_bias) in Google's layout and BertForSequenceClassification's
-(classifier.*) in Hugging Face's, so checkpoints.load_checkpoint fills it
+(classifier.*) in Hugging Face's, so loading.load_checkpoint fills it
 from any checkpoint the project reads:
 
   * a pretraining / distillation run or Google / HF pre-trained weights:
@@ -29,12 +29,14 @@ import shutil
 
 import tensorflow as tf
 
-from modeling.networks import bert as bert_lib
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import hf
+from modeling.checkpoints import loading
+from modeling.checkpoints import name_map
+from modeling.checkpoints import training as training_checkpoints
 from modeling.models import heads
-from modeling.checkpoints import training_checkpoints
+from modeling.networks import bert as bert_lib
+from pipeline.records.schema import CLASSIFICATION_MODEL_INPUTS as MODEL_INPUTS
 
-MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids")
 CLASSIFIER_FILE = "classifier.json"
 CONFIG_FILE = training_checkpoints.CONFIG_FILE
 _WEIGHTS_PREFIX = "model.ckpt"
@@ -85,23 +87,23 @@ def load_weights(model, path):
   the head keeps its init and is listed as ignored.
 
   Returns:
-    checkpoints.LoadResult.
+    name_map.LoadResult.
   Raises:
     ValueError: a checkpoint that does not fit the model.
   """
   bert_lib.ensure_built(model)
   stored = stored_num_labels(path)
   if stored is None or stored == model.num_labels:
-    return checkpoints.load_checkpoint(model, path)
+    return loading.load_checkpoint(model, path)
   source = build_classifier(model.config, stored, init_checkpoint=path)
-  targets = checkpoints.tf1_variable_map(model)
+  targets = name_map.tf1_variable_map(model)
   loaded = []
-  for name, variable in checkpoints.tf1_variable_map(source).items():
+  for name, variable in name_map.tf1_variable_map(source).items():
     if name.startswith("bert/"):
       targets[name].assign(variable)
       loaded.append(name)
-  return checkpoints.LoadResult(loaded=loaded,
-                                ignored=[n for n in targets if n not in loaded])
+  return name_map.LoadResult(loaded=loaded,
+                             ignored=[n for n in targets if n not in loaded])
 
 
 # --- Whole-classifier save / restore ----------------------------------------
@@ -187,7 +189,7 @@ def stored_num_labels(path):
   if os.path.isdir(path) and os.path.isfile(os.path.join(path,
                                                          CLASSIFIER_FILE)):
     return int(read_classifier_info(path)["num_labels"])
-  fmt, resolved = checkpoints.resolve_checkpoint(path)
+  fmt, resolved = loading.resolve_checkpoint(path)
   if fmt == "hf":
     return _hf_num_labels(resolved)
   if fmt == "tf1":
@@ -198,13 +200,8 @@ def stored_num_labels(path):
 
 
 def _hf_num_labels(path):
-  files, _ = checkpoints._hf_files(path)  # pylint: disable=protected-access
-  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-  for name in files:
-    with safe_open(name, framework="numpy") as f:
-      if "classifier.weight" in f.keys():  # [C,H]
-        return int(f.get_slice("classifier.weight").get_shape()[0])
-  return None
+  shape = hf.tensor_shape(path, "classifier.weight")  # [C,H]
+  return int(shape[0]) if shape else None
 
 
 def _own_num_labels(prefix):
@@ -213,8 +210,7 @@ def _own_num_labels(prefix):
   if os.path.isdir(prefix):
     prefix = tf.train.latest_checkpoint(prefix) or prefix
   config = bert_lib.BertConfig()  # Only the head's class matters here.
-  source = training_checkpoints._source_model(  # pylint: disable=protected-access
-      prefix, config)
+  source = training_checkpoints.stored_model(prefix, config)
   return source.num_labels if isinstance(source, heads.BertClassifier) else None
 
 
@@ -246,7 +242,7 @@ def load_classifier(path, dtype=None, num_labels=None, config=None):
 
 def _stored_config(path):
   """The BertConfig stored beside a checkpoint (ours, Google's or HF's)."""
-  fmt, resolved = checkpoints.resolve_checkpoint(path)
+  fmt, resolved = loading.resolve_checkpoint(path)
   directory = resolved if os.path.isdir(resolved) else os.path.dirname(
       resolved)
   if fmt == "hf":

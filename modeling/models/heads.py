@@ -1,4 +1,4 @@
-"""BERT pre-training and classification heads on top of `BertModel`.
+"""The trainable BERT models: BertModel + pre-training or classification heads.
 
 Shape legend: B=batch, S=sequence length, H=hidden size, P=masked positions
 per sequence, V=vocab size, C=number of labels.
@@ -10,43 +10,9 @@ distillation targets never see bfloat16 rounding of their inputs' last step.
 import keras
 import tensorflow as tf
 
+from modeling.layers import common
+from modeling.layers import masked_lm
 from modeling.networks import bert as bert_lib
-
-
-@keras.saving.register_keras_serializable(package="bert_distill")
-class MaskedLMHead(bert_lib.ConfigSerializable, keras.layers.Layer):
-  """Transform (dense + act + LayerNorm), then tied-embedding logits + bias.
-
-  Only the P masked positions are gathered before the transform, so the
-  vocab projection costs B*P*H*V instead of B*S*H*V.
-  """
-
-  def __init__(self, config, **kwargs):
-    super().__init__(**kwargs)
-    self.config = bert_lib.as_config(config)
-    c, dtype = self.config, self.dtype_policy
-    self.transform = bert_lib.make_dense(c, c.hidden_size, "transform", dtype,
-                                         bert_lib.get_activation(c.hidden_act))
-    self.layer_norm = bert_lib.make_layer_norm(c, "layer_norm", dtype)
-
-  def build(self, input_shape=None):
-    c = self.config
-    hidden_shape = (None, None, c.hidden_size)
-    self.transform.build(hidden_shape)
-    self.layer_norm.build(hidden_shape)
-    # autocast=False: the bias is added to float32 logits, keep it float32.
-    self.output_bias = self.add_weight(name="output_bias",
-                                       shape=(c.vocab_size,),
-                                       initializer="zeros", autocast=False)
-
-  def call(self, sequence_output, masked_lm_positions, word_embeddings):
-    """sequence_output [B,S,H], positions int [B,P], table [V,H] -> [B,P,V]."""
-    positions = tf.cast(masked_lm_positions, tf.int32)
-    picked = tf.gather(sequence_output, positions, batch_dims=1)  # [B,P,H]
-    hidden = self.layer_norm(self.transform(picked))  # [B,P,H]
-    table = tf.cast(word_embeddings, hidden.dtype)  # [V,H], tied weights
-    logits = tf.einsum("bph,vh->bpv", hidden, table)  # [B,P,V]
-    return tf.cast(logits, tf.float32) + self.output_bias
 
 
 @keras.saving.register_keras_serializable(package="bert_distill")
@@ -64,8 +30,12 @@ class BertPretrainer(bert_lib.ConfigSerializable, keras.Model):
     self.config = bert_lib.as_config(config)
     c, dtype = self.config, self.dtype_policy
     self.bert = bert_lib.BertModel(c, name="bert", dtype=dtype)
-    self.masked_lm = MaskedLMHead(c, name="masked_lm", dtype=dtype)
-    self.next_sentence = bert_lib.make_dense(c, 2, "next_sentence", dtype)
+    self.masked_lm = masked_lm.MaskedLMHead(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+        activation=c.hidden_act, initializer_range=c.initializer_range,
+        layer_norm_eps=c.layer_norm_eps, name="masked_lm", dtype=dtype)
+    self.next_sentence = common.make_dense(2, "next_sentence", dtype,
+                                           c.initializer_range)
 
   def build(self, input_shape=None):
     self.bert.build(None)
@@ -106,7 +76,8 @@ class BertClassifier(bert_lib.ConfigSerializable, keras.Model):
     c, dtype = self.config, self.dtype_policy
     self.bert = bert_lib.BertModel(c, name="bert", dtype=dtype)
     self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=dtype)
-    self.classifier = bert_lib.make_dense(c, num_labels, "classifier", dtype)
+    self.classifier = common.make_dense(num_labels, "classifier", dtype,
+                                        c.initializer_range)
 
   def build(self, input_shape=None):
     self.bert.build(None)

@@ -8,7 +8,7 @@ mismatched variable and nothing is copied.
 
 import re
 
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import name_map
 
 _LAYER_NAME = re.compile(r"^bert/encoder/layer_(\d+)/")
 _MAX_LISTED = 10
@@ -65,8 +65,8 @@ def init_student_from_teacher(student, teacher, layer_map=None):
   Raises:
     ValueError: bad layer_map, or widths that differ (lists all mismatches).
   """
-  student_vars = checkpoints.tf1_variable_map(student)
-  teacher_vars = checkpoints.tf1_variable_map(teacher)
+  student_vars = name_map.tf1_variable_map(student)
+  teacher_vars = name_map.tf1_variable_map(teacher)
   num_student = _count_layers(student_vars)
   num_teacher = _count_layers(teacher_vars)
   if layer_map is None:

@@ -4,46 +4,31 @@ Shape legend used in comments: B=batch, S=sequence length, H=hidden size,
 N=attention heads, D=H/N size per head, I=intermediate size, V=vocab size,
 L=number of layers.
 
-Every layer takes a `BertConfig` (or its dict form) and passes its own dtype
-policy to its sublayers, so `dtype="mixed_bfloat16"` on the top-level model
+BertModel takes a `BertConfig` (or its dict form), builds its layers (from
+modeling/layers, which know nothing of BertConfig) from it and passes its own
+dtype policy to them, so `dtype="mixed_bfloat16"` on the top-level model
 (or the global keras.mixed_precision policy) makes the whole stack compute in
 bfloat16 while keeping float32 variables.
 """
 
 import dataclasses
 import json
-import math
 import os
 
 import keras
 import tensorflow as tf
 
-_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs")
+from modeling.layers import activations
+from modeling.layers import common
+from modeling.layers import embeddings
+from modeling.layers import transformer
+
+_CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 # Google's LayerNorm (tf.contrib.layers.layer_norm) hard-codes this epsilon.
 _DEFAULT_LAYER_NORM_EPS = 1e-12
 
-
-def _gelu_erf(x):
-  # Exact GELU, x * Phi(x): what HF (and PyTorch) call "gelu", and what
-  # google-research/bert's modeling.py used when it was first released.
-  return keras.activations.gelu(x, approximate=False)
-
-
-def _gelu_tanh(x):
-  # 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): the "gelu" of
-  # google-research/bert's modeling.py as it stands (and OpenAI GPT's); HF
-  # names it "gelu_new" / "gelu_pytorch_tanh". At most 4.7e-4 from erf.
-  return keras.activations.gelu(x, approximate=True)
-
-
-_ACTIVATIONS = {
-    "gelu": _gelu_erf,
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-    "relu": keras.activations.relu,
-}
 
 # What `hidden_act: "gelu"` means in a config file depends on whose code the
 # file was written for: HF's "gelu" is exact erf, google-research/bert's is
@@ -51,14 +36,6 @@ _ACTIVATIONS = {
 # (the same function) so the model computes what Google's code computes.
 GELU_CONVENTIONS = ("hf", "google")
 _GOOGLE_GELU = "gelu_new"
-
-
-def get_activation(name):
-  """Returns the activation function for a `hidden_act` name."""
-  if name not in _ACTIVATIONS:
-    raise ValueError(f"unsupported hidden_act {name!r}; expected one of "
-                     f"{sorted(_ACTIVATIONS)}")
-  return _ACTIVATIONS[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +81,9 @@ class BertConfig:
       value = getattr(self, name)
       if not _is_number(value) or value <= 0:
         problems.append(f"{name} must be a positive number, got {value!r}")
-    if self.hidden_act not in _ACTIVATIONS:
-      problems.append(f"hidden_act must be one of {sorted(_ACTIVATIONS)}, "
+    if self.hidden_act not in activations.activation_names():
+      problems.append("hidden_act must be one of "
+                      f"{activations.activation_names()}, "
                       f"got {self.hidden_act!r}")
     if not problems and self.hidden_size % self.num_attention_heads:
       problems.append(f"hidden_size {self.hidden_size} is not divisible by "
@@ -189,7 +167,8 @@ def _write_gelu(hidden_act, gelu_convention):
   _check_convention(gelu_convention)
   if gelu_convention != "google":
     return hidden_act
-  if _ACTIVATIONS.get(hidden_act) is _gelu_tanh:
+  if (hidden_act in activations.activation_names() and
+      activations.get_activation(hidden_act) is activations.gelu_tanh):
     return "gelu"
   if hidden_act == "gelu":
     raise ValueError("exact-erf GELU has no name in google-research/bert's "
@@ -237,22 +216,6 @@ def as_config(config):
   raise TypeError(f"expected BertConfig or dict, got {type(config).__name__}")
 
 
-def _initializer(config):
-  # Google: truncated normal (cut at 2 stddev) for every kernel and table.
-  return keras.initializers.TruncatedNormal(stddev=config.initializer_range)
-
-
-def make_dense(config, units, name, dtype, activation=None):
-  return keras.layers.Dense(units, activation=activation,
-                            kernel_initializer=_initializer(config),
-                            name=name, dtype=dtype)
-
-
-def make_layer_norm(config, name, dtype):
-  return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps,
-                                         name=name, dtype=dtype)
-
-
 def unpack_inputs(inputs):
   """Returns int32 (input_ids, input_mask, segment_ids), each [B,S].
 
@@ -274,16 +237,6 @@ def unpack_inputs(inputs):
                                                            tf.int32)
 
 
-def attention_bias_from_mask(input_mask):
-  """input_mask int [B,S] (1 = real token) -> additive float32 [B,1,1,S].
-
-  -10000 as in Google's BERT (not -inf): rows that are all padding still get
-  a finite uniform softmax instead of NaN.
-  """
-  mask = tf.cast(input_mask, tf.float32)
-  return (1.0 - mask)[:, tf.newaxis, tf.newaxis, :] * -10000.0
-
-
 class ConfigSerializable:
   """get_config for classes whose only architecture argument is `config`.
 
@@ -297,129 +250,25 @@ class ConfigSerializable:
     return base
 
 
-@keras.saving.register_keras_serializable(package="bert_distill")
-class BertEmbeddings(ConfigSerializable, keras.layers.Layer):
-  """Word + position + token-type embeddings, then LayerNorm and dropout."""
-
-  def __init__(self, config, **kwargs):
-    super().__init__(**kwargs)
-    self.config = as_config(config)
-    self.layer_norm = make_layer_norm(self.config, "layer_norm",
-                                      self.dtype_policy)
-    self.dropout = keras.layers.Dropout(self.config.hidden_dropout_prob,
-                                        dtype=self.dtype_policy)
-
-  def _table(self, name, rows):
-    return self.add_weight(name=name, shape=(rows, self.config.hidden_size),
-                           initializer=_initializer(self.config))
-
-  def build(self, input_shape=None):
-    c = self.config
-    self.word_embeddings = self._table("word_embeddings", c.vocab_size)
-    self.position_embeddings = self._table("position_embeddings",
-                                           c.max_position_embeddings)
-    self.token_type_embeddings = self._table("token_type_embeddings",
-                                             c.type_vocab_size)
-    self.layer_norm.build((None, None, c.hidden_size))
-
-  def call(self, input_ids, segment_ids, training=None):
-    # input_ids, segment_ids: int32 [B,S]. Variables read inside call are
-    # autocast to the compute dtype.
-    seq_length = tf.shape(input_ids)[1]
-    words = tf.gather(self.word_embeddings, input_ids)  # [B,S,H]
-    types = tf.gather(self.token_type_embeddings, segment_ids)  # [B,S,H]
-    # Positions are 0..S-1 for every row: slice instead of gathering.
-    positions = self.position_embeddings[:seq_length]  # [S,H]
-    summed = words + types + positions[tf.newaxis]
-    return self.dropout(self.layer_norm(summed), training=training)
+def _make_embeddings(config, dtype):
+  c = config
+  return embeddings.BertEmbeddings(
+      vocab_size=c.vocab_size, hidden_size=c.hidden_size,
+      max_position_embeddings=c.max_position_embeddings,
+      type_vocab_size=c.type_vocab_size,
+      initializer_range=c.initializer_range, layer_norm_eps=c.layer_norm_eps,
+      dropout_rate=c.hidden_dropout_prob, name="embeddings", dtype=dtype)
 
 
-@keras.saving.register_keras_serializable(package="bert_distill")
-class BertSelfAttention(ConfigSerializable, keras.layers.Layer):
-  """Multi-head self-attention: Q/K/V projections, masked softmax, context.
-
-  Returns the context before the output projection (BERT's attention/output
-  dense lives in TransformerLayer) and the attention probabilities.
-  """
-
-  def __init__(self, config, **kwargs):
-    super().__init__(**kwargs)
-    self.config = as_config(config)
-    c, dtype = self.config, self.dtype_policy
-    self.query = make_dense(c, c.hidden_size, "query", dtype)
-    self.key = make_dense(c, c.hidden_size, "key", dtype)
-    self.value = make_dense(c, c.hidden_size, "value", dtype)
-    self.dropout = keras.layers.Dropout(c.attention_probs_dropout_prob,
-                                        dtype=dtype)
-
-  def build(self, input_shape=None):
-    shape = (None, None, self.config.hidden_size)
-    for dense in (self.query, self.key, self.value):
-      dense.build(shape)
-
-  def _split_heads(self, x):
-    # [B,S,H] -> [B,S,N,D]
-    c = self.config
-    return tf.reshape(x, [-1, tf.shape(x)[1], c.num_attention_heads,
-                          c.head_size])
-
-  def call(self, hidden, input_mask, training=None):
-    """hidden [B,S,H]; input_mask int [B,S] (1 = attend to this token)."""
-    # The mask travels as ints: Keras would cast a float bias argument to
-    # the compute dtype, and -10000 is not exact in bfloat16.
-    attention_bias = attention_bias_from_mask(input_mask)  # [B,1,1,S]
-    q = self._split_heads(self.query(hidden))  # [B,S,N,D]
-    k = self._split_heads(self.key(hidden))
-    v = self._split_heads(self.value(hidden))
-    scores = tf.einsum("bsnd,btnd->bnst", q, k)  # [B,N,S,S]
-    scores *= 1.0 / math.sqrt(self.config.head_size)
-    # Softmax in float32: in bf16 the -10000 bias and exp() lose too much.
-    probs = tf.nn.softmax(tf.cast(scores, tf.float32) + attention_bias)
-    dropped = self.dropout(tf.cast(probs, self.compute_dtype),
-                           training=training)
-    context = tf.einsum("bnst,btnd->bsnd", dropped, v)  # [B,S,N,D]
-    context = tf.reshape(context, [-1, tf.shape(context)[1],
-                                   self.config.hidden_size])  # [B,S,H]
-    return context, probs
-
-
-@keras.saving.register_keras_serializable(package="bert_distill")
-class TransformerLayer(ConfigSerializable, keras.layers.Layer):
-  """One post-LayerNorm encoder layer: attention block, then GELU FFN block."""
-
-  def __init__(self, config, **kwargs):
-    super().__init__(**kwargs)
-    self.config = as_config(config)
-    c, dtype = self.config, self.dtype_policy
-    self.attention = BertSelfAttention(c, name="attention", dtype=dtype)
-    self.attention_output = make_dense(c, c.hidden_size, "attention_output",
-                                       dtype)
-    self.attention_layer_norm = make_layer_norm(c, "attention_layer_norm",
-                                                dtype)
-    self.intermediate = make_dense(c, c.intermediate_size, "intermediate",
-                                   dtype, get_activation(c.hidden_act))
-    # Not `self.output`: that name is a keras.layers.Layer property.
-    self.output_dense = make_dense(c, c.hidden_size, "output", dtype)
-    self.output_layer_norm = make_layer_norm(c, "output_layer_norm", dtype)
-    self.dropout = keras.layers.Dropout(c.hidden_dropout_prob, dtype=dtype)
-
-  def build(self, input_shape=None):
-    c = self.config
-    hidden_shape = (None, None, c.hidden_size)
-    self.attention.build(hidden_shape)
-    for layer in (self.attention_output, self.attention_layer_norm,
-                  self.intermediate, self.output_layer_norm):
-      layer.build(hidden_shape)
-    self.output_dense.build((None, None, c.intermediate_size))
-
-  def call(self, hidden, input_mask, training=None):
-    """hidden [B,S,H], input_mask int [B,S] -> ([B,S,H], probs [B,N,S,S])."""
-    context, probs = self.attention(hidden, input_mask, training=training)
-    attended = self.dropout(self.attention_output(context), training=training)
-    attended = self.attention_layer_norm(hidden + attended)  # [B,S,H]
-    ffn = self.output_dense(self.intermediate(attended))  # [B,S,I] -> [B,S,H]
-    ffn = self.dropout(ffn, training=training)
-    return self.output_layer_norm(attended + ffn), probs
+def _make_transformer_layer(config, name, dtype):
+  c = config
+  return transformer.TransformerLayer(
+      hidden_size=c.hidden_size, num_heads=c.num_attention_heads,
+      intermediate_size=c.intermediate_size, activation=c.hidden_act,
+      hidden_dropout_rate=c.hidden_dropout_prob,
+      attention_dropout_rate=c.attention_probs_dropout_prob,
+      initializer_range=c.initializer_range, layer_norm_eps=c.layer_norm_eps,
+      name=name, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="bert_distill")
@@ -438,14 +287,15 @@ class BertModel(ConfigSerializable, keras.Model):
     super().__init__(**kwargs)
     self.config = as_config(config)
     c, dtype = self.config, self.dtype_policy
-    self.embeddings = BertEmbeddings(c, name="embeddings", dtype=dtype)
+    self.embeddings = _make_embeddings(c, dtype)
     # One attribute per layer rather than a list: tf.train.Checkpoint does
     # not see layers held in a Keras-tracked list (their variables would be
     # silently left out of checkpoints).
     for i in range(c.num_hidden_layers):
-      setattr(self, f"layer_{i}",
-              TransformerLayer(c, name=f"layer_{i}", dtype=dtype))
-    self.pooler = make_dense(c, c.hidden_size, "pooler", dtype, "tanh")
+      setattr(self, f"layer_{i}", _make_transformer_layer(c, f"layer_{i}",
+                                                          dtype))
+    self.pooler = common.make_dense(c.hidden_size, "pooler", dtype,
+                                    c.initializer_range, "tanh")
 
   @property
   def encoder_layers(self):

@@ -23,26 +23,24 @@ vocab: the baseline the truncated cache is measured against.
 
 Eval metrics (exact sums over the eval set): PretrainingTask's four, plus
 teacher_agreement (student argmax == teacher top-1, over real masked
-positions) and teacher_kl: offline, the K+1-bucket KL to the cached top-k
-(a lower bound of the full KL; not available for sampled labels), with
-kd_loss (the trained KD term); online, the exact KL(p_T || q_T).
+positions) and a KL to the teacher at T named by what it measures:
+offline, teacher_kl_bucket (the K+1-bucket KL to the cached top-k, a lower
+bound of the full KL; not for sampled labels) with kd_loss (the trained KD
+term); online, teacher_kl_full (the exact full-vocab KL(p_T || q_T)).
+
+The student model is modeling/models/student.py's; loading the teacher and
+initializing the student are modeling/training/distillation_setup.py's.
 """
 
 import dataclasses
 
-import keras
 import tensorflow as tf
 
-from modeling.checkpoints import checkpoints
 from modeling.losses import distill_losses as dl
-from modeling.models import heads
 from modeling.losses import pretraining_losses
-from modeling.models import student_init
+from pipeline.records import schema
 
-MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids",
-                "masked_lm_positions")
 DISTILL_PHASES = ("final", "backbone")
-INIT_FROM = ("random", "teacher_layers", "checkpoint")
 _PRETRAINING_METRICS = ("mlm_accuracy", "mlm_loss", "nsp_accuracy",
                         "nsp_loss")
 
@@ -60,11 +58,7 @@ class DistillConfig:
   phase: str = "final"
 
   def __post_init__(self):
-    problems = []
-    if not 0.0 <= self.alpha <= 1.0:
-      problems.append(f"alpha must be in [0, 1], got {self.alpha}")
-    if not self.temperature > 0:
-      problems.append(f"temperature must be > 0, got {self.temperature}")
+    problems = dl.weight_problems(self.alpha, self.temperature)
     if self.kd_mode not in dl.KD_MODES:
       problems.append(f"kd_mode must be one of {dl.KD_MODES}")
     for name in ("nsp_weight", "nsp_kd_weight", "hidden_weight",
@@ -84,123 +78,11 @@ class DistillConfig:
     return self.hidden_weight > 0 or self.attention_weight > 0
 
 
-# --- Models ------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="bert_distill")
-class HiddenProjections(keras.layers.Layer):
-  """One learned Dense H_s -> H_t per distilled hidden state.
-
-  The Dense layers are attributes (proj_0, proj_1, ...), not a list:
-  tf.train.Checkpoint does not track layers held in a Keras-tracked list.
-  With equal widths there is nothing to learn and call() is the identity.
-  """
-
-  def __init__(self, num_states, student_hidden_size, teacher_hidden_size,
-               initializer_range=0.02, **kwargs):
-    super().__init__(**kwargs)
-    self.num_states = num_states
-    self.student_hidden_size = student_hidden_size
-    self.teacher_hidden_size = teacher_hidden_size
-    self.initializer_range = initializer_range
-    self.identity = student_hidden_size == teacher_hidden_size
-    for i in range(0 if self.identity else num_states):
-      setattr(self, f"proj_{i}", keras.layers.Dense(
-          teacher_hidden_size, name=f"proj_{i}", dtype=self.dtype_policy,
-          kernel_initializer=keras.initializers.TruncatedNormal(
-              stddev=initializer_range)))
-
-  def build(self, input_shape=None):
-    for i in range(0 if self.identity else self.num_states):
-      getattr(self, f"proj_{i}").build((None, None, self.student_hidden_size))
-
-  def call(self, hidden_states):
-    """num_states tensors [B,S,H_s] -> the same number of [B,S,H_t]."""
-    if self.identity:
-      return list(hidden_states)
-    return [getattr(self, f"proj_{i}")(h) for i, h in enumerate(hidden_states)]
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(num_states=self.num_states,
-                  student_hidden_size=self.student_hidden_size,
-                  teacher_hidden_size=self.teacher_hidden_size,
-                  initializer_range=self.initializer_range)
-    return config
-
-
-@keras.saving.register_keras_serializable(package="bert_distill")
-class DistillationStudent(heads.BertPretrainer):
-  """A BertPretrainer that also owns the hidden-state projections.
-
-  Its checkpoints are BertPretrainer checkpoints plus a `projections`
-  child, so they load into a plain BertPretrainer (export, fine-tuning,
-  --init_checkpoint), which skips the projections.
-  """
-
-  def __init__(self, config, teacher_hidden_size, **kwargs):
-    super().__init__(config, **kwargs)
-    self.teacher_hidden_size = teacher_hidden_size
-    c = self.config
-    self.projections = HiddenProjections(
-        c.num_hidden_layers + 1, c.hidden_size, teacher_hidden_size,
-        c.initializer_range, name="projections", dtype=self.dtype_policy)
-
-  def build(self, input_shape=None):
-    super().build(input_shape)
-    self.projections.build(None)
-
-  def get_config(self):
-    config = super().get_config()
-    config["teacher_hidden_size"] = self.teacher_hidden_size
-    return config
-
-
-def build_student(config, dtype=None, teacher_hidden_size=None):
-  """A built student: DistillationStudent when teacher_hidden_size is given
-  (hidden-state distillation), else a BertPretrainer."""
-  if teacher_hidden_size is None:
-    model = heads.BertPretrainer(config, dtype=dtype)
-  else:
-    model = DistillationStudent(config, teacher_hidden_size, dtype=dtype)
-  model.build(None)
-  return model
-
-
-def load_teacher(config, checkpoint, dtype=None):
-  """The frozen teacher BertPretrainer with its weights (ValueError if the
-  checkpoint does not fit the config)."""
-  teacher = heads.BertPretrainer(config, dtype=dtype, name="teacher")
-  teacher.build(None)
-  checkpoints.load_checkpoint(teacher, checkpoint)
-  teacher.trainable = False
-  return teacher
-
-
-def initialize_student(student, init_from, teacher=None, checkpoint=None):
-  """Random (as built), from the teacher's layers, or from a checkpoint.
-
-  Raises:
-    ValueError: unknown init_from, missing teacher/checkpoint, or weights
-      that do not fit (teacher_layers needs equal widths).
-  """
-  if init_from not in INIT_FROM:
-    raise ValueError(f"init_from must be one of {INIT_FROM}")
-  if init_from == "teacher_layers":
-    if teacher is None:
-      raise ValueError("init_from=teacher_layers needs the teacher")
-    student_init.init_student_from_teacher(student, teacher)
-  elif init_from == "checkpoint":
-    if not checkpoint:
-      raise ValueError("init_from=checkpoint needs a checkpoint path")
-    checkpoints.load_checkpoint(student, checkpoint)
-
-
 # --- Tasks -------------------------------------------------------------------
 
 
 def _inputs(batch):
-  return {k: batch[k] for k in MODEL_INPUTS}
+  return {k: batch[k] for k in schema.PRETRAINING_MODEL_INPUTS}
 
 
 def _agreement(student_logits, teacher_top1):
@@ -294,7 +176,7 @@ class OfflineDistillationTask(_DistillationTask):
     self.eval_metrics = _PRETRAINING_METRICS + (
         "teacher_agreement", "kd_loss")
     if config.kd_mode != dl.SAMPLED:
-      self.eval_metrics += ("teacher_kl",)
+      self.eval_metrics += ("teacher_kl_bucket",)
 
   def _teacher(self, batch, with_backbone):
     del with_backbone
@@ -314,9 +196,9 @@ class OfflineDistillationTask(_DistillationTask):
                 weights),
             "kd_loss": _masked_sum(self._kd(outputs, batch, teacher),
                                    weights)}
-    if "teacher_kl" in self.eval_metrics:
+    if "teacher_kl_bucket" in self.eval_metrics:
       log_q = dl.log_probs(outputs["mlm_logits"], self.config.temperature)
-      sums["teacher_kl"] = _masked_sum(dl.bucket_kl(
+      sums["teacher_kl_bucket"] = _masked_sum(dl.bucket_kl(
           log_q, batch["teacher_ids"], batch["teacher_values"],
           batch["teacher_tail_mass"]), weights)
     return sums
@@ -329,11 +211,12 @@ class OnlineDistillationTask(_DistillationTask):
   Layer map (TinyBERT's uniform one): student hidden state 0 (embeddings)
   <- teacher's 0; student layer i (1..L_s) <- teacher layer
   round(i L_t / L_s), for hidden states and attention alike. Hidden states
-  go through the student's projections (DistillationStudent) when H_s !=
-  H_t; attention KL averages over heads when the head counts differ.
+  go through the student's projections (modeling/models/student.py's
+  DistillationStudent) when H_s != H_t; attention KL averages over heads
+  when the head counts differ.
   """
 
-  eval_metrics = _PRETRAINING_METRICS + ("teacher_agreement", "teacher_kl")
+  eval_metrics = _PRETRAINING_METRICS + ("teacher_agreement", "teacher_kl_full")
 
   def __init__(self, teacher, config, num_student_layers):
     super().__init__(config)
@@ -382,48 +265,5 @@ class OnlineDistillationTask(_DistillationTask):
     top1 = tf.argmax(teacher["mlm_logits"], -1, output_type=tf.int32)
     return {"teacher_agreement": _masked_sum(
                 _agreement(outputs["mlm_logits"], top1), weights),
-            "teacher_kl": _masked_sum(self._kd(outputs, batch, teacher),
-                                      weights)}
-
-
-def teacher_hidden_size_for(config, teacher_config):
-  """What build_student needs for hidden-state distillation, or None."""
-  return teacher_config.hidden_size if config.hidden_weight > 0 else None
-
-
-def label_options(label_method, label_temperature, temperature, kd_tail,
-                  kd_tail_given):
-  """(T, kd_mode) for cached labels, or for the online teacher (None).
-
-  Args:
-    label_method, label_temperature: the cache's ("topk"/"sampled", T), or
-      None, None for the online teacher.
-    temperature: the T asked for, or None (the cache's; online: 1).
-    kd_tail: the top-k tail option; kd_tail_given: whether it was asked for.
-  Raises:
-    ValueError: a T other than the cache's (its values are p at that T), or
-      a tail option for sampled labels or the online teacher (no tail).
-  """
-  if temperature is None:
-    temperature = 1.0 if label_temperature is None else label_temperature
-  elif label_temperature is not None and temperature != label_temperature:
-    raise ValueError(f"temperature {temperature} but the teacher labels are "
-                     f"at temperature {label_temperature}")
-  if label_method is None and kd_tail_given:
-    raise ValueError("kd_tail applies to cached top-k labels; the online "
-                     "teacher's KD is over the full vocab")
-  if label_method != "sampled":
-    return temperature, kd_tail
-  if kd_tail_given:
-    raise ValueError("kd_tail applies to top-k labels; these are sampled "
-                     "(their unbiased estimator needs no tail option)")
-  return temperature, dl.SAMPLED
-
-
-def teacher_identity(teacher):
-  """The teacher's config and weights hash, for a run's identity."""
-  # Imported here: the hash is the label stage's, so the two runs agree.
-  from pipeline.labels import pretraining_labels  # pylint: disable=import-outside-toplevel
-  weights = pretraining_labels.weights_sha256(
-      (p.tf1_name, p.variable.numpy()) for p in checkpoints.model_params(teacher))
-  return {"bert_config": teacher.config.to_dict(), "weights_sha256": weights}
+            "teacher_kl_full": _masked_sum(self._kd(outputs, batch, teacher),
+                                           weights)}

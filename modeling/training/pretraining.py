@@ -1,21 +1,24 @@
-"""Pretraining as a trainer task, and the checks that tie a run to its records.
+"""Pretraining: the trainer task, the checks that tie a run to its records, the run.
 
 Shape legend: B=batch, S=max_seq_length, P=max_predictions_per_seq.
 """
 
-import glob
-import os
-import sys
+import dataclasses
+from typing import Optional
 
-import tensorflow as tf
+import keras
 
-from modeling.networks import bert as bert_lib
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import loading
+from modeling.evaluation import export
 from modeling.losses import pretraining_losses
+from modeling.models import heads
+from modeling.networks import bert as bert_lib
+from modeling.training import run
+from pipeline.core import kinds
 from pipeline.core.errors import InputError
-
-MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids",
-                "masked_lm_positions")
+from pipeline.inputs import pretraining_dataset
+from pipeline.records import schema
+from pipeline.records.schema import PRETRAINING_MODEL_INPUTS as MODEL_INPUTS
 
 
 class PretrainingTask:
@@ -96,17 +99,6 @@ def model_config(name_or_path, manifest, gelu_convention="hf"):
   return config
 
 
-def per_rank_batch_size(global_batch_size, world_size,
-                        gradient_accumulation_steps):
-  """Examples per rank per micro-step; the global batch must split evenly."""
-  parts = world_size * gradient_accumulation_steps
-  if global_batch_size <= 0 or global_batch_size % parts:
-    raise ValueError(f"train_batch_size {global_batch_size} is not a positive "
-                     f"multiple of world size x gradient_accumulation_steps "
-                     f"= {world_size} x {gradient_accumulation_steps}")
-  return global_batch_size // parts
-
-
 def gelu_convention_for(init_checkpoint):
   """"google" when initialising from a Google TF1 checkpoint, else "hf".
 
@@ -116,35 +108,79 @@ def gelu_convention_for(init_checkpoint):
   if not init_checkpoint:
     return "hf"
   try:
-    fmt, _ = checkpoints.resolve_checkpoint(init_checkpoint)
+    fmt, _ = loading.resolve_checkpoint(init_checkpoint)
   except ValueError as e:
     raise InputError(init_checkpoint, str(e)) from None
   return "google" if fmt == "tf1" else "hf"
 
 
-def prepare_output(out, world):
-  """Rank 0 claims a stage.StageOutput; every rank learns if it is complete.
-
-  A refusal (another config, without --overwrite) is raised as InputError on
-  rank 0; the other ranks exit with status 1 rather than wait for it.
-  """
-  result = (False, None)
-  if world.is_chief:
-    try:
-      result = (out.prepare(), None)
-    except InputError as e:
-      result = (False, (e.path, e.cause))  # InputError itself won't pickle.
-  complete, error = world.broadcast_object(result)
-  if error:
-    if world.is_chief:
-      raise InputError(*error)
-    sys.exit(1)
-  return complete
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PretrainConfig:
+  """tools/pretrain.py: masked LM + NSP on create_pretraining_data records."""
+  bert_config_file: str  # bert_config.json or a bundled config name.
+  input_dir: str  # Pretraining records.
+  output_dir: str
+  init_checkpoint: Optional[str] = None  # Google TF1, HF safetensors or one of our runs.
+  max_seq_length: Optional[int] = None  # Must equal the records' (None: theirs).
+  max_predictions_per_seq: Optional[int] = None
+  export_dir: Optional[str] = None  # Also a SavedModel at the end.
 
 
-def run_files(output_dir):
-  """Files a finished run's manifest lists: config, results, final weights."""
-  latest = tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
-  names = [os.path.relpath(p, output_dir) for p in glob.glob(latest + ".*")]
-  return ["train_config.json", "eval_results.json",
-          "checkpoints/bert_config.json"] + sorted(names)
+class PretrainRecipe(run.Recipe):
+  """Pretraining (or continued pretraining) of a BertPretrainer."""
+  stage = "pretrain"
+
+  def __init__(self, config):
+    self.config = config
+    self.manifest = self.shapes = self.bert_config = None
+
+  def read_input(self):
+    c = self.config
+    _, self.manifest = kinds.read(c.input_dir, kinds.PRETRAINING_RECORDS)
+    self.shapes = records_shapes(self.manifest, c.max_seq_length, c.max_predictions_per_seq)
+    self.bert_config = model_config(c.bert_config_file, self.manifest,
+                                    gelu_convention_for(c.init_checkpoint))
+    return self.manifest
+
+  def identity(self, loop, world):
+    return dict(init_checkpoint=self.config.init_checkpoint,
+                bert_config=self.bert_config.to_dict(), max_seq_length=self.shapes[0],
+                max_predictions_per_seq=self.shapes[1])
+
+  def datasets(self, loop, world):
+    ranks = (world.rank, world.size)
+    train = pretraining_dataset.train_dataset(
+        self.config.input_dir, loop.micro_batch_size(world.size), *self.shapes, loop.seed,
+        *ranks, loop.shuffle_buffer_size)
+    evals = pretraining_dataset.eval_dataset(self.config.input_dir, loop.eval_batch_size,
+                                             *self.shapes, *ranks)
+    return train, evals
+
+  def describe_input(self, world):
+    return run.describe_share(
+        schema.record_paths(self.config.input_dir, "train"), world)
+
+  def build(self, loop, world):
+    # Per-rank seeds give each rank its own dropout masks; the initial weights
+    # are rank 0's (broadcast by the trainer).
+    keras.utils.set_random_seed(loop.seed + world.rank)
+    model = heads.BertPretrainer(self.bert_config, dtype=loop.precision_policy)
+    model.build(None)
+    if self.config.init_checkpoint:
+      try:
+        loading.load_checkpoint(model, self.config.init_checkpoint)
+      except ValueError as e:
+        raise InputError(self.config.init_checkpoint, str(e)) from None
+    return model, PretrainingTask()
+
+  def finish(self, out, summary, model):
+    if self.config.export_dir:
+      export.export_saved_model(model, self.config.export_dir)
+    evals = "  ".join(f"{k} {v:.4f}" for k, v in sorted(summary["eval"].items()))
+    line = f"pretrain: {summary['step']} steps; eval: {evals} -> {out.dir}"
+    return run.run_files(out.dir), summary, line
+
+
+def pretrain(config, loop, flag_values=None):
+  """Runs (or resumes, or finds complete) the pretraining `config` describes."""
+  return run.train(PretrainRecipe(config), loop, config.output_dir, flag_values)

@@ -15,7 +15,7 @@ same step, so a run killed in between evaluates that step again on resume.
 The trainer does the rest: tf.function steps on fixed shapes, gradient
 accumulation in float32 variables, loss scaling (a Keras LossScaleOptimizer
 for fp16), Horovod gradient averaging, checkpoints with exact resume
-(modeling/checkpoints/training_checkpoints.py), periodic eval, TensorBoard, JSON results
+(modeling/checkpoints/training.py), periodic eval, TensorBoard, JSON results
 and a progress line. Only rank 0 writes files or prints.
 
 Per-step data: each rank feeds micro-batches of global_batch_size /
@@ -32,9 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from modeling.networks import bert as bert_lib
-from modeling.training import distributed
-from modeling.checkpoints import training_checkpoints
+from modeling.checkpoints import training as training_checkpoints
 from pipeline.core import progress as progress_lib
+from pipeline.core import world as world_lib
 from pipeline.core import stage
 
 EVAL_RESULTS = "eval_results.json"
@@ -88,10 +88,10 @@ class Trainer:
     self._on_eval = on_eval
     self._config = config
     self._output_dir = output_dir
-    self._world = world or distributed.SingleProcess()
+    self._world = world or world_lib.World()
     self._stream = stream or sys.stderr
     self._variables = model.trainable_variables
-    self._tf_variables = distributed.tf_variables(self._variables)
+    self._tf_variables = world_lib.tf_variables(self._variables)
     self._step = tf.Variable(0, dtype=tf.int64, trainable=False,
                              name="global_step")
     # Gradient sums of the micro-batches of one step. They are zero at every
@@ -187,7 +187,7 @@ class Trainer:
     """What rank 0 broadcasts: everything except per-rank RNG states."""
     rng = {id(v) for v in training_checkpoints.dropout_rng_states(
         self._model)}
-    model_vars = [v for v in distributed.tf_variables(self._model.variables)
+    model_vars = [v for v in world_lib.tf_variables(self._model.variables)
                   if id(v) not in rng]
     return model_vars + list(self._optimizer.variables) + [self._step]
 

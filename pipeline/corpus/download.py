@@ -24,6 +24,9 @@ class _CutShort(Exception):
     super().__init__(message)
     self.fetched = fetched
 
+  def __reduce__(self):  # every error of the package pickles (see core.errors)
+    return self.__class__, (self.args[0], self.fetched)
+
 
 _RETRYABLE = (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError,
               _CutShort)

@@ -16,6 +16,7 @@ import os
 
 import blingfire
 
+from pipeline.core import stage
 from pipeline.records import instances
 from pipeline.core.errors import InputError
 
@@ -54,8 +55,9 @@ def shard_name(split, index):
 
 
 def iter_jsonl_docs(path):
-  """Yields document dicts from an extraction JSONL file, validating each line."""
-  with open(path, "rb") as f:
+  """Yields document dicts from an extraction JSONL file, validating each line
+  and (at the end) the file's sha256 against the extraction manifest."""
+  with stage.verified_open(path, stage.input_sha256(path)) as f:
     for lineno, raw in enumerate(f, 1):
       try:
         doc = json.loads(raw.decode("utf-8"))

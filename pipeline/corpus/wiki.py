@@ -25,8 +25,10 @@ from pipeline.core.errors import InputError
 SUPPORTED_EXPORT_VERSIONS = ("0.10", "0.11")
 # Bump when clean_page's output changes for the same page: a refresh reuses
 # previously cleaned documents only when this (and the config) is unchanged.
-CLEANER_VERSION = 1
-URL_BASE = "https://en.wikipedia.org/wiki"
+# 2: a document's url is on its own wiki (was en.wikipedia.org for every dump).
+CLEANER_VERSION = 2
+URL_BASE = "https://en.wikipedia.org/wiki"  # when neither siteinfo nor file name tell
+_WIKI_CODE_RE = re.compile(r"([a-z][a-z0-9_]*?)wiki-")  # bgwiki-20240101-... -> bg
 
 # Why clean_page dropped a page (None means it was kept).
 REDIRECT = "redirect"
@@ -48,6 +50,7 @@ class Page(typing.NamedTuple):
   redirect: bool
   text: str
   error: typing.Optional[str] = None  # why the <page> is unusable (then skipped)
+  site: str = URL_BASE  # the wiki's article base URL, e.g. https://bg.wikipedia.org/wiki
 
 
 # ---------------------------------------------------------------------------
@@ -177,12 +180,33 @@ def _parse_pages(path, stream):
   events = ElementTree.iterparse(stream, events=("start", "end"))
   _, root = next(events)
   xmlns = _check_root(path, root)
-  page_tag = xmlns + "page"
+  page_tag, siteinfo_tag = xmlns + "page", xmlns + "siteinfo"
+  site = site_from_file_name(path)
   for event, elem in events:
-    if event == "end" and elem.tag == page_tag:
-      yield _page_from_element(path, elem, xmlns)
+    if event == "end" and elem.tag == siteinfo_tag:
+      site = site_from_base(elem.findtext(xmlns + "base")) or site
+    elif event == "end" and elem.tag == page_tag:
+      yield _page_from_element(path, elem, xmlns)._replace(site=site)
       # Pages are the root's children: dropping them frees everything read.
       root.clear()
+
+
+def site_from_base(base):
+  """The article base URL of siteinfo's <base> (its main page's URL), or None:
+  https://bg.wikipedia.org/wiki/Начална_страница -> https://bg.wikipedia.org/wiki"""
+  base = (base or "").strip()
+  if "://" not in base or "/" not in base.split("://", 1)[1]:
+    return None
+  return base.rsplit("/", 1)[0]
+
+
+def site_from_file_name(path):
+  """The article base URL that a Wikimedia dump's file name implies (bgwiki-... ->
+  https://bg.wikipedia.org/wiki; zh_min_nanwiki -> zh-min-nan), else URL_BASE."""
+  match = _WIKI_CODE_RE.match(os.path.basename(path))
+  if not match:
+    return URL_BASE
+  return f"https://{match.group(1).replace('_', '-')}.wikipedia.org/wiki"
 
 
 def _check_root(path, root):
@@ -288,7 +312,7 @@ def clean_page(page, min_chars):
       "id": str(page.id),
       "revid": str(page.revid),
       "title": unicodedata.normalize("NFC", page.title),
-      "url": f"{URL_BASE}?curid={page.id}",
+      "url": f"{page.site}?curid={page.id}",
       "text": text,
   }, None
 
@@ -307,7 +331,7 @@ def _drop_reason(page):
 
 def _plain_text(page):
   """The page's prose: paragraphs a line each, no empty ones, NFC."""
-  extractor = extract.Extractor(page.id, page.revid, URL_BASE, page.title, [])
+  extractor = extract.Extractor(page.id, page.revid, page.site, page.title, [])
   # No template expansion: it needs every template's definition, collected
   # by a pass over the whole dump, and we want templates gone anyway.
   paragraphs = extractor.clean_text(

@@ -1,2 +1,2 @@
 """tf.data readers for every record kind: pretraining, distill (cached teacher
-labels) and classification records."""
+labels) and classification records, all parsed by parsing.parse_fn."""

@@ -24,18 +24,15 @@ the ranks' predictions back in record order).
 """
 
 import dataclasses
-import glob
 import os
 
 import tensorflow as tf
 
-from pipeline.records import schema
-from pipeline.core import stage
-from pipeline.labels import pretraining_labels
+from pipeline.core import kinds
 from pipeline.core.errors import InputError
+from pipeline.inputs import parsing
+from pipeline.records import schema
 
-CLASSIFICATION_STAGE = "create_classification_data"
-TASK_LABELS_STAGE = "extract_teacher_labels"
 TRAIN, DEV, TEST = "train", "dev", "test"
 
 
@@ -60,7 +57,7 @@ class TaskSpec:
                    [str(i) for i in range(config["num_labels"])])
     return cls(int(config["max_seq_length"]), int(config["num_labels"]),
                labels, int(config["vocab_size"]),
-               manifest["stage"] != CLASSIFICATION_STAGE)
+               kinds.from_manifest(manifest) == kinds.TASK_DISTILL_RECORDS)
 
   @property
   def features(self):
@@ -68,24 +65,26 @@ class TaskSpec:
       return schema.TASK_DISTILL_FEATURES
     return schema.CLASSIFICATION_FEATURES
 
+  def parse_fn(self):
+    """serialized records [B] -> {name: [B, length]} (see the module doc)."""
+    return parsing.parse_fn(self.features, self.max_seq_length,
+                            num_labels=self.num_labels)
+
 
 def read_task_input(data_dir, vocab_file, teacher_logits=False):
   """(manifest, TaskSpec) of completed records made with `vocab_file`.
 
   Args:
-    data_dir: create_classification_data output, or (teacher_logits=True)
-      extract_teacher_labels --task output.
+    data_dir: classification records, or (teacher_logits=True) task distill
+      records (classification records with the teacher's logits).
     vocab_file: the vocab the model was trained with.
   Raises:
-    InputError: incomplete input, another stage's output, or another vocab.
+    InputError: incomplete input, another kind of data, or another vocab.
   """
-  stage_name = TASK_LABELS_STAGE if teacher_logits else CLASSIFICATION_STAGE
-  manifest = stage.read_input(data_dir, stage_name)
+  kind = kinds.TASK_DISTILL_RECORDS if teacher_logits else kinds.CLASSIFICATION_RECORDS
+  _, manifest = kinds.read(data_dir, kind)
   spec = TaskSpec.from_manifest(manifest)
-  if teacher_logits and "num_labels" not in manifest["config"]:
-    raise InputError(data_dir, "teacher labels of pretraining records, not "
-                     "of a classification task")
-  pretraining_labels.check_vocab(manifest, vocab_file)
+  kinds.check_vocab(manifest, vocab_file)
   return manifest, spec
 
 
@@ -97,44 +96,20 @@ def check_labeled(manifest, split):
                      "evaluated on")
 
 
-def split_files(data_dir, split):
-  """Sorted `<split>/*.tfrecord` paths (InputError when there are none)."""
-  files = sorted(glob.glob(os.path.join(data_dir, split, "*.tfrecord")))
-  if not files:
-    raise InputError(os.path.join(data_dir, split), "no .tfrecord files")
-  return files
-
-
-def has_split(data_dir, split):
-  return bool(glob.glob(os.path.join(data_dir, split, "*.tfrecord")))
-
-
 def split_size(manifest, split):
   """Examples in a split: the manifest's count, else the records counted."""
   count = (manifest.get("counts") or {}).get(f"{split}_examples")
   if isinstance(count, int):
     return count
-  files = split_files(manifest["_dir"], split)
+  files = schema.record_paths(manifest["_dir"], split)
   return int(tf.data.TFRecordDataset(files).reduce(
       tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
-
-
-def _parse_fn(spec):
-  features = schema.tf_feature_spec(spec.features, spec.max_seq_length, 0,
-                                    spec.num_labels)
-
-  def parse(serialized):  # [B] strings -> {name: [B, length]}
-    parsed = tf.io.parse_example(serialized, features)
-    return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
-            else value for name, value in parsed.items()}
-
-  return parse
 
 
 def _rank_records(data_dir, split, rank, world_size):
   if not 0 <= rank < world_size:
     raise ValueError(f"rank {rank} is not in [0, {world_size})")
-  records = tf.data.TFRecordDataset(split_files(data_dir, split))
+  records = tf.data.TFRecordDataset(schema.record_paths(data_dir, split))
   return records.shard(world_size, rank) if world_size > 1 else records
 
 
@@ -150,7 +125,7 @@ def train_dataset(data_dir, spec, batch_size, seed, rank=0, world_size=1,
     records = records.shuffle(shuffle_buffer_size, seed=seed + rank,
                               reshuffle_each_iteration=True)
   batches = records.repeat().batch(batch_size, drop_remainder=True)
-  batches = batches.map(_parse_fn(spec), num_parallel_calls=tf.data.AUTOTUNE,
+  batches = batches.map(spec.parse_fn(), num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
   return batches.prefetch(tf.data.AUTOTUNE)
 
@@ -159,5 +134,5 @@ def eval_dataset(data_dir, spec, batch_size, split=DEV, rank=0,
                  world_size=1):
   """One pass over this rank's share of a split (last batch may be short)."""
   records = _rank_records(data_dir, split, rank, world_size)
-  return records.batch(batch_size).map(_parse_fn(spec)).prefetch(
+  return records.batch(batch_size).map(spec.parse_fn()).prefetch(
       tf.data.AUTOTUNE)

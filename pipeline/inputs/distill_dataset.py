@@ -14,17 +14,14 @@ decoded by pipeline/labels/packed_labels.py:
 """
 
 import dataclasses
-import os
 
 import tensorflow as tf
 
+from pipeline.core import kinds
+from pipeline.inputs import parsing
 from pipeline.inputs import pretraining_dataset
 from pipeline.records import schema
-from pipeline.core import stage
-from pipeline.labels import packed_labels
-from pipeline.labels import pretraining_labels
 
-LABELS_STAGE = pretraining_labels.STAGE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,80 +43,45 @@ class LabelSpec:
                config["label_method"], float(config["temperature"]),
                config["vocab_size"])
 
+  def parse_fn(self):
+    """serialized distill records [B] -> decoded batch (see the module doc)."""
+    return parsing.parse_fn(schema.DISTILL_FEATURES, self.max_seq_length,
+                            self.max_predictions_per_seq, labels=self)
+
 
 def read_labels(labels_dir, vocab_file):
-  """The manifest of a completed label cache made with `vocab_file`.
+  """The manifest of a completed pretraining label cache made with `vocab_file`.
 
   Raises:
-    InputError: incomplete or changed cache, missing vocab file, or a cache
-      whose vocab_sha256 is not the vocab file's.
+    InputError: incomplete or changed cache, another kind of data, a missing
+      vocab file, or a cache whose vocab_sha256 is not the vocab file's.
   """
-  manifest = stage.read_input(labels_dir, LABELS_STAGE)
-  pretraining_labels.check_vocab(manifest, vocab_file, "teacher labels")
+  _, manifest = kinds.read(labels_dir, kinds.DISTILL_RECORDS)
+  kinds.check_vocab(manifest, vocab_file)
   return manifest
-
-
-def read_inputs(vocab_file, labels_dir=None, records_dir=None):
-  """A distillation run's input, checked against `vocab_file`.
-
-  Returns:
-    (manifest, LabelSpec) of a label cache (offline distillation), or
-    (manifest, None) of pretraining records (an online teacher).
-  """
-  if labels_dir:
-    manifest = read_labels(labels_dir, vocab_file)
-    return manifest, LabelSpec.from_manifest(manifest)
-  manifest = stage.read_input(records_dir, pretraining_labels.INPUT_STAGE)
-  pretraining_labels.check_vocab(manifest, vocab_file)
-  return manifest, None
-
-
-def _parse_fn(spec):
-  """Parses and decodes a batch of serialized distill records."""
-  features = schema.tf_feature_spec(schema.DISTILL_FEATURES,
-                                    spec.max_seq_length,
-                                    spec.max_predictions_per_seq)
-  packed = {f.name for f in schema.TEACHER_FEATURES if f.dtype == schema.BYTES}
-
-  def parse(serialized):  # [B] strings -> {name: [B, ...]}
-    parsed = tf.io.parse_example(serialized, features)
-    batch = {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
-             else value for name, value in parsed.items()
-             if name not in packed}
-    batch.update(packed_labels.decode_teacher_targets(
-        parsed, spec.truncation_factor, spec.id_dtype,
-        spec.max_predictions_per_seq))
-    return batch
-
-  return parse
 
 
 def train_dataset(labels_dir, spec, batch_size, seed, rank=0, world_size=1,
                   shuffle_buffer_size=1000):
   """Endless training batches for one rank (see pretraining_dataset.train_dataset)."""
-  files = pretraining_dataset.shard_files(pretraining_dataset.record_files(labels_dir, "train"), rank,
-                              world_size)
+  files = pretraining_dataset.shard_files(
+      schema.record_paths(labels_dir, "train"), rank, world_size)
   # The same record order as pretraining on the same files and seed.
-  records = pretraining_dataset._interleaved_records(  # pylint: disable=protected-access
-      files, seed + rank)
+  records = pretraining_dataset.interleaved_records(files, seed + rank)
   if shuffle_buffer_size > 1:
     records = records.shuffle(shuffle_buffer_size, seed=seed + rank)
   batches = records.batch(batch_size, drop_remainder=True)
-  batches = batches.map(_parse_fn(spec), num_parallel_calls=tf.data.AUTOTUNE,
+  batches = batches.map(spec.parse_fn(), num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
   return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def has_split(labels_dir, split):
-  return bool(tf.io.gfile.glob(os.path.join(labels_dir, split, "*.tfrecord")))
-
-
 def eval_dataset(labels_dir, spec, batch_size, rank=0, world_size=1):
   """One pass over this rank's share (every world_size-th record) of eval."""
-  records = tf.data.TFRecordDataset(pretraining_dataset.record_files(labels_dir, "eval"))
+  records = tf.data.TFRecordDataset(schema.record_paths(labels_dir, "eval"))
   if world_size > 1:
     records = records.shard(world_size, rank)
-  return records.batch(batch_size).map(_parse_fn(spec)).prefetch(
+  return records.batch(batch_size).map(spec.parse_fn()).prefetch(
       tf.data.AUTOTUNE)
 
 
@@ -129,6 +91,6 @@ def datasets(labels_dir, spec, batch_size, eval_batch_size, seed, rank=0,
   train = train_dataset(labels_dir, spec, batch_size, seed, rank, world_size,
                         shuffle_buffer_size)
   evals = None
-  if has_split(labels_dir, "eval"):
+  if schema.has_split(labels_dir, "eval"):
     evals = eval_dataset(labels_dir, spec, eval_batch_size, rank, world_size)
   return train, evals

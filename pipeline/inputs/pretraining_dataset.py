@@ -15,27 +15,17 @@ keeps every N-th record), so any number of ranks can split a small eval set
 and summed metrics do not depend on the number of ranks.
 """
 
-import glob
 import os
 
 import tensorflow as tf
 
-from pipeline.records import schema
 from pipeline.core.errors import InputError
+from pipeline.inputs import parsing
+from pipeline.records import schema
 
 SPLITS = ("train", "eval")
 # Files read at once per rank; google-research/bert reads min(4, files).
 _CYCLE_LENGTH = 4
-
-
-def record_files(records_dir, split):
-  """Sorted `<split>/part-*.tfrecord` paths of a records directory."""
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  files = sorted(glob.glob(os.path.join(records_dir, split, "*.tfrecord")))
-  if not files:
-    raise InputError(os.path.join(records_dir, split), "no .tfrecord files")
-  return files
 
 
 def shard_files(files, rank, world_size):
@@ -54,21 +44,12 @@ def shard_files(files, rank, world_size):
   return list(files)[rank::world_size]
 
 
-def _parse_fn(max_seq_length, max_predictions_per_seq):
-  """Parses a batch of serialized Examples; int64 features become int32."""
-  spec = schema.tf_feature_spec(schema.PRETRAINING_FEATURES, max_seq_length,
-                                max_predictions_per_seq)
+def interleaved_records(files, seed):
+  """Endless stream of records of `files`: seeded file order per epoch.
 
-  def parse(serialized):  # [B] strings -> {name: [B, length]}
-    features = tf.io.parse_example(serialized, spec)
-    return {name: tf.cast(value, tf.int32) if value.dtype == tf.int64
-            else value for name, value in features.items()}
-
-  return parse
-
-
-def _interleaved_records(files, seed):
-  """Endless stream of records of `files`: seeded file order per epoch."""
+  Every file-sharded reader (pretraining and distill records) uses it, so
+  the same files and seed give the same record order.
+  """
   paths = tf.data.Dataset.from_tensor_slices(files)
   paths = paths.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   paths = paths.repeat()
@@ -93,13 +74,14 @@ def train_dataset(records_dir, batch_size, max_seq_length,
   Returns:
     tf.data.Dataset of {feature: [B, length]} (int32; weights float32).
   """
-  files = shard_files(record_files(records_dir, "train"), rank, world_size)
-  records = _interleaved_records(files, seed + rank)
+  files = shard_files(schema.record_paths(records_dir, "train"), rank, world_size)
+  records = interleaved_records(files, seed + rank)
   if shuffle_buffer_size > 1:
     records = records.shuffle(shuffle_buffer_size, seed=seed + rank)
   batches = records.batch(batch_size, drop_remainder=True)
-  batches = batches.map(_parse_fn(max_seq_length, max_predictions_per_seq),
-                        num_parallel_calls=tf.data.AUTOTUNE,
+  parse = parsing.parse_fn(schema.PRETRAINING_FEATURES, max_seq_length,
+                           max_predictions_per_seq)
+  batches = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True)
   return batches.prefetch(tf.data.AUTOTUNE)
 
@@ -110,11 +92,11 @@ def eval_dataset(records_dir, batch_size, max_seq_length,
 
   The last batch may be smaller than batch_size (nothing is dropped).
   """
-  records = tf.data.TFRecordDataset(record_files(records_dir, "eval"))
+  records = tf.data.TFRecordDataset(schema.record_paths(records_dir, "eval"))
   if world_size > 1:
     records = records.shard(world_size, rank)
-  batches = records.batch(batch_size)
-  batches = batches.map(_parse_fn(max_seq_length, max_predictions_per_seq))
+  batches = records.batch(batch_size).map(parsing.parse_fn(
+      schema.PRETRAINING_FEATURES, max_seq_length, max_predictions_per_seq))
   return batches.prefetch(tf.data.AUTOTUNE)
 
 

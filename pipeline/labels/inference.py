@@ -12,29 +12,13 @@ blocks of the vocab: a max (or sum) per block with pooling, then an exact
 selection inside the few blocks that can hold the answer.
 """
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.records import schema
 
-MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
 _MAX_BLOCK = 32
-
-
-def configure_devices(local_rank, local_size):
-  """One GPU per rank (by local rank) when there are GPUs, else the cores
-  split between the ranks of this machine. Call before any TF op runs."""
-  gpus = tf.config.list_physical_devices("GPU")
-  if gpus:
-    mine = gpus[local_rank % len(gpus)]
-    tf.config.set_visible_devices(mine, "GPU")
-    tf.config.experimental.set_memory_growth(mine, True)
-  elif local_size > 1:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // local_size))
 
 
 def block_size(vocab_size, k):
@@ -127,7 +111,7 @@ def sample_ids(probs, uniforms, block):
 def input_signature(batch_size, seq_length, max_predictions):
   lengths = {"masked_lm_positions": max_predictions}
   return {name: tf.TensorSpec([batch_size, lengths.get(name, seq_length)], tf.int32,
-                              name=name) for name in MODEL_INPUTS}
+                              name=name) for name in schema.PRETRAINING_MODEL_INPUTS}
 
 
 def _distribution(model, features, temperature):
@@ -211,7 +195,8 @@ def records_batches(paths, shapes, k=None, uniforms_fn=None, prefetch=2, keep=No
   def prepare(file_index, records):
     parsed = tf.io.parse_example(records, spec)
     out = {"file": file_index, "records": records, "count": tf.shape(records)[0],
-           "features": {n: _pad_rows(tf.cast(parsed[n], tf.int32), b) for n in MODEL_INPUTS},
+           "features": {n: _pad_rows(tf.cast(parsed[n], tf.int32), b)
+                        for n in schema.PRETRAINING_MODEL_INPUTS},
            "weights": _pad_rows(parsed["masked_lm_weights"], b)}
     if uniforms_fn is not None:
       uniforms = tf.numpy_function(uniforms_fn, [records], tf.float32, stateful=False)

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.core import stage
 from pipeline.labels import packed_labels
 from pipeline.records import tfrecord
-from pipeline.core.errors import InputError
+from pipeline.core.errors import CorruptRecordError, InputError
 
 # digest: BLAKE2b-128 of the source record; the counts are the distill
 # record's (real masked positions n, its size in the list layout of the stats).
@@ -114,14 +114,14 @@ def _scan(buf, path):
   while pos < len(buf):
     header = buf[pos:pos + 8]
     if len(header) < 8 or pos + 12 > len(buf):
-      raise InputError(path, "truncated record header")
+      raise CorruptRecordError(path, pos, "truncated record header")
     if struct.unpack_from("<I", buf, pos + 8)[0] != tfrecord.masked_crc32c(header):
-      raise InputError(path, "corrupt record length")
+      raise CorruptRecordError(path, pos)
     (n,) = struct.unpack("<Q", header)
     data = buf[pos + 12:pos + 12 + n]
     if len(data) < n or pos + 16 + n > len(buf) or struct.unpack_from(
         "<I", buf, pos + 12 + n)[0] != tfrecord.masked_crc32c(data):
-      raise InputError(path, "truncated or corrupt record")
+      raise CorruptRecordError(path, pos)
     starts.append(pos + 12)
     lengths.append(n)
     pos += 16 + n

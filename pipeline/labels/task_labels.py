@@ -38,7 +38,6 @@ from pipeline.core.errors import InputError
 
 STAGE = cds.TASK_LABELS_STAGE  # = labels_stage.STAGE; readers tell them by num_labels
 INPUT_STAGE = cds.CLASSIFICATION_STAGE
-MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids")
 PRECISIONS = labels_stage.PRECISIONS
 
 
@@ -59,25 +58,6 @@ class TaskLabelSettings:
       problems.append(f"mixed_precision must be one of {PRECISIONS}")
     if problems:
       raise ValueError("; ".join(problems))
-
-
-def record_files(records_manifest, splits):
-  """The manifest's `<split>/*.tfrecord` names of `splits`, sorted.
-
-  Raises:
-    InputError: a split with no records files.
-  """
-  names = sorted(f["name"] for f in records_manifest["files"]
-                 if f["name"].endswith(".tfrecord"))
-  chosen = []
-  for split in splits:
-    mine = [n for n in names if n.split("/", 1)[0] == split]
-    if not mine:
-      found = sorted({n.split("/", 1)[0] for n in names})
-      raise InputError(os.path.join(records_manifest["_dir"], split),
-                       f"no records of split {split!r} (the records have {found})")
-    chosen += mine
-  return chosen
 
 
 def run_vocab_sha256(checkpoint):
@@ -145,7 +125,7 @@ def stage_config(records_manifest, settings, bert_config, num_labels, weights_sh
 def make_step(model, batch_size, seq_length):
   """The compiled forward pass: {name: int32 [B,S]} -> logits float32 [B,C]."""
   signature = {name: tf.TensorSpec([batch_size, seq_length], tf.int32, name=name)
-               for name in MODEL_INPUTS}
+               for name in schema.CLASSIFICATION_MODEL_INPUTS}
 
   @tf.function(input_signature=[signature])
   def step(features):
@@ -168,7 +148,7 @@ def file_batches(path, batch_size, seq_length, num_labels):
     parsed = tf.io.parse_example(records, spec)
     return {"records": records, "count": tf.shape(records)[0],
             "features": {n: _pad_rows(tf.cast(parsed[n], tf.int32), batch_size)
-                         for n in MODEL_INPUTS}}
+                         for n in schema.CLASSIFICATION_MODEL_INPUTS}}
 
   return tf.data.TFRecordDataset(path).batch(batch_size).map(prepare).prefetch(2)
 
@@ -201,9 +181,9 @@ def label_files(out, input_dir, names, step, shapes, progress=None):
     step: make_step's function; shapes: (B, S, C).
     progress: optional pipeline.progress.Progress counting records.
   """
-  for name in names:
-    if out.done(name):
-      continue
+  todo = [name for name in names if not out.done(name)]
+  labels_stage.check_records(input_dir, todo)  # before the first file is published
+  for name in todo:
     start = time.monotonic()
     with out.writing(name) as tmp:
       records, step_seconds = _write_file(tmp, os.path.join(input_dir, name), step,

@@ -1,2 +1,2 @@
-"""The record schema, the TFRecord codec and the stages that write records:
-pretraining (masked LM + NSP) and classification, plus real task data."""
+"""Text -> TFRecords: the one record schema, the TFRecord codec, and the stages
+that write records: pretraining (masked LM + NSP instances) and classification."""

@@ -7,6 +7,7 @@ set by the shard size, not the corpus size.
 
 import numpy as np
 
+from pipeline.core import stage
 from pipeline.records import instances as inst
 from pipeline.records import schema
 from pipeline.records import tfrecord
@@ -26,7 +27,7 @@ def _decode_line(raw, path, lineno):
 def read_docs_index(docs_path):
   """[(page_id, revid, num_sentences)] from a shard's .docs.tsv sidecar."""
   rows = []
-  with open(docs_path, "rb") as f:
+  with stage.verified_open(docs_path, stage.input_sha256(docs_path)) as f:
     for lineno, raw in enumerate(f, 1):
       parts = _decode_line(raw, docs_path, lineno).rstrip("\n").split("\t")
       try:
@@ -41,7 +42,8 @@ def iter_documents(text_path, docs_path):
   """Yields (page_id, revid, [sentence, ...]) from a text shard in BERT's format
   (one sentence per line, a blank line after each document)."""
   index = read_docs_index(docs_path)
-  with open(text_path, "rb") as f:
+  # Hashed as read: an edit that kept the size fails here, before any record.
+  with stage.verified_open(text_path, stage.input_sha256(text_path)) as f:
     lineno = 0
     for page_id, revid, n in index:
       sentences = []

@@ -2,10 +2,16 @@
 
 Pretraining records carry exactly google-research/bert's features and dtypes, so
 they also work with existing BERT tooling. Later stages (teacher labels) extend
-this schema here rather than declaring their own.
+this schema here rather than declaring their own. Also here: which features
+the models take as inputs, and where a stage's record files are
+(record_files); pipeline/inputs/parsing.py reads them all.
 """
 
 import dataclasses
+import glob
+import os
+
+from pipeline.core.errors import InputError
 
 # Shape kinds: "seq" = [max_seq_length], "pred" = [max_predictions_per_seq],
 # "labels" = [num_labels] (classification tasks), or a fixed int length.
@@ -71,6 +77,12 @@ TASK_TEACHER_FEATURES = (
 TASK_DISTILL_FEATURES = CLASSIFICATION_FEATURES + TASK_TEACHER_FEATURES
 
 
+# What the models read of each record kind (the other features are targets).
+PRETRAINING_MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids",
+                            "masked_lm_positions")
+CLASSIFICATION_MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids")
+
+
 def feature_lengths(features, max_seq_length, max_predictions_per_seq, num_labels=None):
   return {f.name: f.length(max_seq_length, max_predictions_per_seq, num_labels)
           for f in features}
@@ -88,3 +100,55 @@ def tf_feature_spec(features, max_seq_length, max_predictions_per_seq=0, num_lab
       spec[f.name] = tf.io.FixedLenFeature(
           [f.length(max_seq_length, max_predictions_per_seq, num_labels)], dtypes[f.dtype])
   return spec
+
+
+# Files: every record kind lives in `<dir>/<split>/*.tfrecord` (the stage
+# output's other files, such as .index.npy sidecars, are not records).
+
+
+def _names(directory, split="*"):
+  """Sorted "<split>/<file>.tfrecord" names (split "*": every split)."""
+  pattern = os.path.join(glob.escape(directory), split, "*.tfrecord")
+  return sorted(os.path.relpath(p, directory) for p in glob.glob(pattern))
+
+
+def has_split(directory, split):
+  """Whether `<directory>/<split>/` holds any .tfrecord file."""
+  return bool(_names(directory, glob.escape(split)))
+
+
+def record_files(directory, splits=None):
+  """Names ("train/part-00000.tfrecord") of a records directory's files.
+
+  The one lister of record files: readers open them, label stages write one
+  output file of the same name per input file.
+
+  Args:
+    directory: a stage output of records (pretraining, distill,
+      classification or task distill records).
+    splits: the splits to list, in this order (sorted within each); None:
+      every split, all names sorted.
+  Raises:
+    InputError: a split asked for (or, with None, the directory) has none.
+  """
+  if splits is None:
+    names = _names(directory)
+    if not names:
+      raise InputError(directory, "no .tfrecord files in any <split>/ directory")
+    return names
+  names = []
+  for split in splits:
+    mine = _names(directory, glob.escape(split))
+    if not mine:
+      found = sorted({n.split(os.sep, 1)[0] for n in _names(directory)})
+      raise InputError(os.path.join(directory, split),
+                       f"no .tfrecord files: no records of split {split!r} "
+                       f"(the records have {found})")
+    names += mine
+  return names
+
+
+def record_paths(directory, split):
+  """Sorted paths of `<directory>/<split>/*.tfrecord` (InputError if none):
+  what a tf.data reader opens."""
+  return [os.path.join(directory, name) for name in record_files(directory, (split,))]

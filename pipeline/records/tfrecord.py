@@ -14,6 +14,8 @@ import struct
 import google_crc32c
 import numpy as np
 
+from pipeline.core import stage
+from pipeline.core.errors import CorruptRecordError
 from pipeline.records.schema import BYTES, FLOAT
 
 _MASK_DELTA = 0xA282EAD8
@@ -160,19 +162,35 @@ class TFRecordWriter:
     self.close()
 
 
-def iter_records(path):
-  """Yields the payloads of a TFRecord file, checking both CRCs."""
-  with open(path, "rb") as f:
-    while True:
-      header = f.read(8)
-      if not header:
-        return
-      if len(header) < 8 or len(crc := f.read(4)) < 4:
-        raise ValueError(f"{path}: truncated record header")
+def iter_records(path, sha256=None):
+  """Yields the payloads of a TFRecord file, checking both CRCs of each record.
+
+  sha256: the file's hash from its stage manifest, checked in the same pass
+  (InputError at the end of the file on a mismatch), or None.
+  Raises:
+    CorruptRecordError: a CRC mismatch or a truncated record; byte N is where
+      the record's 12-byte header starts (TensorFlow's DataLossError counts from
+      its payload, 12 bytes later).
+  """
+  with stage.verified_open(path, sha256) as f:
+    offset = 0
+    while header := f.read(8):
+      crc = f.read(4)
+      if len(header) < 8 or len(crc) < 4:
+        raise CorruptRecordError(path, offset, "truncated record header")
       if struct.unpack("<I", crc)[0] != masked_crc32c(header):
-        raise ValueError(f"{path}: corrupt record length")
+        raise CorruptRecordError(path, offset)
       (n,) = struct.unpack("<Q", header)
       data, crc = f.read(n), f.read(4)
-      if len(data) < n or len(crc) < 4 or struct.unpack("<I", crc)[0] != masked_crc32c(data):
-        raise ValueError(f"{path}: truncated or corrupt record")
+      if len(data) < n or len(crc) < 4:
+        raise CorruptRecordError(path, offset, "truncated record")
+      if struct.unpack("<I", crc)[0] != masked_crc32c(data):
+        raise CorruptRecordError(path, offset)
       yield data
+      offset += 16 + n
+
+
+def check_file(path, sha256=None):
+  """Reads a whole TFRecord file once, checking every CRC (and its sha256);
+  returns the number of records."""
+  return sum(1 for _ in iter_records(path, sha256))

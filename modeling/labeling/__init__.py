@@ -1,0 +1,1 @@
+"""The teacher run once over records, its outputs cached for the student."""

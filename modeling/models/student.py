@@ -1,0 +1,95 @@
+"""The distillation student: a BertPretrainer with learned hidden projections.
+
+Shape legend: B=batch, S=sequence length, H_s/H_t=student/teacher hidden
+size.
+
+Hidden-state distillation (modeling/training/distillation.py's online task)
+compares the student's hidden states with the teacher's; when the widths
+differ, a learned Dense H_s -> H_t per state maps them first (TinyBERT).
+The projections live in the student so that they are trained and
+checkpointed with it.
+"""
+
+import keras
+
+from modeling.models import heads
+
+
+@keras.saving.register_keras_serializable(package="bert_distill")
+class HiddenProjections(keras.layers.Layer):
+  """One learned Dense H_s -> H_t per distilled hidden state.
+
+  The Dense layers are attributes (proj_0, proj_1, ...), not a list:
+  tf.train.Checkpoint does not track layers held in a Keras-tracked list.
+  With equal widths there is nothing to learn and call() is the identity.
+  """
+
+  def __init__(self, num_states, student_hidden_size, teacher_hidden_size,
+               initializer_range=0.02, **kwargs):
+    super().__init__(**kwargs)
+    self.num_states = num_states
+    self.student_hidden_size = student_hidden_size
+    self.teacher_hidden_size = teacher_hidden_size
+    self.initializer_range = initializer_range
+    self.identity = student_hidden_size == teacher_hidden_size
+    for i in range(0 if self.identity else num_states):
+      setattr(self, f"proj_{i}", keras.layers.Dense(
+          teacher_hidden_size, name=f"proj_{i}", dtype=self.dtype_policy,
+          kernel_initializer=keras.initializers.TruncatedNormal(
+              stddev=initializer_range)))
+
+  def build(self, input_shape=None):
+    for i in range(0 if self.identity else self.num_states):
+      getattr(self, f"proj_{i}").build((None, None, self.student_hidden_size))
+
+  def call(self, hidden_states):
+    """num_states tensors [B,S,H_s] -> the same number of [B,S,H_t]."""
+    if self.identity:
+      return list(hidden_states)
+    return [getattr(self, f"proj_{i}")(h) for i, h in enumerate(hidden_states)]
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(num_states=self.num_states,
+                  student_hidden_size=self.student_hidden_size,
+                  teacher_hidden_size=self.teacher_hidden_size,
+                  initializer_range=self.initializer_range)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="bert_distill")
+class DistillationStudent(heads.BertPretrainer):
+  """A BertPretrainer that also owns the hidden-state projections.
+
+  Its checkpoints are BertPretrainer checkpoints plus a `projections`
+  child, so they load into a plain BertPretrainer (export, fine-tuning,
+  --init_checkpoint), which skips the projections.
+  """
+
+  def __init__(self, config, teacher_hidden_size, **kwargs):
+    super().__init__(config, **kwargs)
+    self.teacher_hidden_size = teacher_hidden_size
+    c = self.config
+    self.projections = HiddenProjections(
+        c.num_hidden_layers + 1, c.hidden_size, teacher_hidden_size,
+        c.initializer_range, name="projections", dtype=self.dtype_policy)
+
+  def build(self, input_shape=None):
+    super().build(input_shape)
+    self.projections.build(None)
+
+  def get_config(self):
+    config = super().get_config()
+    config["teacher_hidden_size"] = self.teacher_hidden_size
+    return config
+
+
+def build_student(config, dtype=None, teacher_hidden_size=None):
+  """A built student: DistillationStudent when teacher_hidden_size is given
+  (hidden-state distillation), else a BertPretrainer."""
+  if teacher_hidden_size is None:
+    model = heads.BertPretrainer(config, dtype=dtype)
+  else:
+    model = DistillationStudent(config, teacher_hidden_size, dtype=dtype)
+  model.build(None)
+  return model
