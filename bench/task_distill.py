@@ -7,16 +7,16 @@
   .venv/bin/python bench/task_distill.py --demo --work_dir=/tmp/task_distill_demo
 
 With the records (create_classification_data output) and a fine-tuned teacher,
-the project's tools run as a user runs them: extract_teacher_labels --task
+the project's tools run as a user runs them: extract_teacher_labels on the classification records
 (train and dev logits), then for every alpha in --alphas and T in
---temperatures `distill.py --task` trains the student with the same budget,
+--temperatures `distill.py` trains the student with the same budget,
 data, init and seed, plus the no-teacher baseline (`finetune.py`, the same
 student). alpha weighs the hard-label CE, 1 - alpha the T^2-scaled KL to the
 teacher (modeling/losses/task_losses.py); alpha = 0 is pure KD. Each run keeps
 its best dev checkpoint (--best_metric); every best/ checkpoint and the teacher
-are scored by evaluate.py --task on dev and, when the records have a labelled
+are scored by evaluate.py on dev and, when the records have a labelled
 test split, on test. The best arm is chosen on dev only; its test figures are
-reported beside the baseline's. Finally benchmark.py --task times teacher,
+reported beside the baseline's. Finally benchmark.py times teacher,
 baseline and best (batch 1 latency, throughput, size) on the same records.
 
 --demo generates a small rule-based sentiment task (sentences from a word
@@ -194,7 +194,7 @@ def train(args, name, alpha, temperature, labels_dir):
         flags.append(f"--init_checkpoint={args.init_checkpoint}")
       tool = "finetune"
     else:
-      flags = ["--task", f"--student_config={args.student_config}",
+      flags = [f"--student_config={args.student_config}",
                f"--teacher_labels_dir={labels_dir}", f"--alpha={alpha}",
                f"--temperature={temperature}"]
       if args.init_checkpoint:
@@ -216,12 +216,12 @@ def _is_fresh(result_json, checkpoint, records_dir):
 
 
 def evaluate(args, name, checkpoint, split):
-  """evaluate.py --task's metrics of `checkpoint` on `split` (kept from an
+  """evaluate.py's metrics of `checkpoint` on `split` (kept from an
   earlier run of this script when neither the weights nor the records changed)."""
   out = os.path.join(args.work_dir, "eval", f"{name}_{split}.json")
   if _is_fresh(out, checkpoint, args.records_dir):
     return read_json(out)["metrics"]
-  run_tool("evaluate", ["--task", f"--checkpoint={checkpoint}",
+  run_tool("evaluate", [f"--checkpoint={checkpoint}",
                         f"--input_dir={args.records_dir}", f"--split={split}",
                         f"--vocab_file={args.vocab_file}", f"--output_json={out}"],
            args.log_dir, f"eval_{name}_{split}")
@@ -246,7 +246,7 @@ def run_sweep(args):
   labels = os.path.join(args.work_dir, "teacher_labels")
   if not stage_complete(labels):
     run_tool("extract_teacher_labels", [
-        "--task", f"--init_checkpoint={args.teacher}", f"--vocab_file={args.vocab_file}",
+        f"--init_checkpoint={args.teacher}", f"--vocab_file={args.vocab_file}",
         f"--input_dir={args.records_dir}", f"--output_dir={labels}", "--splits=train,dev"],
              args.log_dir, "teacher_labels")
   test = test_split(args.records_dir)
@@ -268,7 +268,7 @@ def benchmark(args, teacher, baseline, best, labels):
   out = os.path.join(args.work_dir, "benchmark")
   models = f"teacher=:{teacher['checkpoint']},finetuned=:{baseline['checkpoint']}," \
            f"distilled=:{best['checkpoint']}"
-  run_tool("benchmark", ["--task", f"--models={models}", f"--input_dir={labels}",
+  run_tool("benchmark", [f"--models={models}", f"--input_dir={labels}",
                          "--split=dev", f"--output_dir={out}"], args.log_dir, "benchmark")
   return read_json(os.path.join(out, "benchmark.json")), os.path.join(out, "benchmark.md")
 

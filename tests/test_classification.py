@@ -387,7 +387,8 @@ def test_bad_task_inputs(task_dirs, tmp_path):
   other.write_text(open(task_dirs["vocab"]).read() + "extra\n")
   with pytest.raises(InputError, match="made with another vocab"):
     cd.read_task_input(task_dirs["task"], str(other))
-  with pytest.raises(InputError, match="expected the output of extract_teacher_labels"):
+  with pytest.raises(InputError, match="holds classification records, expected "
+                     "classification records with cached teacher logits"):
     cd.read_task_input(task_dirs["task"], task_dirs["vocab"], teacher_logits=True)
   manifest, _ = cd.read_task_input(task_dirs["task"], task_dirs["vocab"])
   manifest["config"]["unlabeled_splits"] = ["dev"]

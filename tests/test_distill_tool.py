@@ -119,7 +119,9 @@ def test_output_contract_and_learning(straight, corpus, student_config, labels):
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
   identity = json.load(open(os.path.join(straight, "train_config.json")))["identity"]
   assert identity["distill"]["kd_mode"] == "bucket" and identity["distill"]["temperature"] == 1.0
+  # One after the other: a run at the same time would find the directory busy.
   again = start_tool("distill", *_flags(corpus, student_config, labels["dup"], straight))
+  again.wait(timeout=300)
   other = start_tool("distill", *_flags(corpus, student_config, labels["dup"], straight),
                      "--kd_tail=renormalize")
   assert "nothing to do" in again.communicate(timeout=300)[0].decode()

@@ -115,9 +115,10 @@ def test_single_sentence_task_learns_and_keeps_the_best(straight, data):
   config = json.load(open(os.path.join(straight, "train_config.json")))
   assert config["flags"]["num_train_steps"] == STEPS and config["flags"]["optimizer"] == "adamw"
   assert config["flags"]["num_warmup_steps"] == int(STEPS * 0.1)
+  # One after the other: a run at the same time would find the directory busy.
   again = start_tool("finetune", *_flags(data, "single", straight, "--shuffle_buffer_size=0"))
-  other = start_tool("finetune", *_flags(data, "single", straight, "--best_metric=f1"))
   assert "nothing to do" in again.communicate(timeout=300)[0].decode()
+  other = start_tool("finetune", *_flags(data, "single", straight, "--best_metric=f1"))
   assert "different config (differs in: best_metric, shuffle_buffer_size)" in _error_line(other)
 
 

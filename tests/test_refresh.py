@@ -105,7 +105,7 @@ def test_unchanged_documents_keep_their_records_and_labels(mirror, corpus, tiny_
   assert (f"labels reused {labels['reused_records']}, computed {labels['computed_records']}"
           in second.stdout)
   log = open(sorted(glob.glob(os.path.join(root, "logs", "*.log")))[-1]).read()
-  assert f"--reuse_dir={os.path.join(v1, 'distill')}" in log
+  assert f"reuse_dir='{os.path.join(v1, 'distill')}'" in log  # the label stage's config
 
 
 def test_interrupted_download_resumes_from_the_partial_file(tmp_path, corpus):

@@ -196,7 +196,8 @@ def test_evaluate_tool_writes_the_task_metrics(runs):
   assert set(result["report"]) == {"per_class", "confusion_matrix", "labels"}
   returncode, stderr = runs["results"]["bad_split"]
   assert returncode == 2 and "Traceback" not in stderr
-  assert "no .tfrecord files" in stderr.strip().splitlines()[-1]
+  assert ("error: --split: classification records have splits ('train', 'dev', 'test')"
+          == stderr.strip().splitlines()[-1])
 
 
 def test_benchmark_tool_writes_the_task_table(runs):

@@ -119,15 +119,16 @@ def test_logits_equal_the_model_on_the_records(task, labels):
 def test_rerun_is_a_noop_and_another_config_is_refused(task, labels):
   before = tree_bytes(labels, skip=())
   other_teacher = _save_classifier(task["base"] / "other_teacher", 3, seed=4)
-  # At once (each run is mostly TensorFlow's start-up); none of them writes.
-  again, other_splits, other_weights = (start_tool("extract_teacher_labels", *args) for args in (
-      _flags(task, labels, "--splits=dev,train"), _flags(task, labels, "--splits=dev"),
-      _flags(task, labels, "--splits=dev,train", teacher=other_teacher)))
-  again = _finished(again)
+  # One after the other (a run at the same time would find the directory busy);
+  # none of them writes.
+  again, other_splits, other_weights = (
+      _finished(start_tool("extract_teacher_labels", *args)) for args in (
+          _flags(task, labels, "--splits=dev,train"), _flags(task, labels, "--splits=dev"),
+          _flags(task, labels, "--splits=dev,train", teacher=other_teacher)))
   assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
-  _assert_one_line_error(_finished(other_splits), labels, "different config", "splits",
+  _assert_one_line_error(other_splits, labels, "different config", "splits",
                          "--overwrite")
-  _assert_one_line_error(_finished(other_weights), "teacher_fingerprint",
+  _assert_one_line_error(other_weights, "teacher_fingerprint",
                          "teacher_weights_sha256")
   assert tree_bytes(labels, skip=()) == before
 

@@ -233,7 +233,7 @@ def test_vocab_and_teacher_mismatches_are_one_line_errors(corpus, teacher, tmp_p
     f.write("\n".join(lines[:-1] + ["zzzz"]) + "\n")
   flags = _flags(corpus, teacher, str(tmp_path / "out"), *TOPK)
   proc = run_tool("extract_teacher_labels", *flags, f"--vocab_file={vocab}", check=False)
-  _assert_one_line_error(proc, vocab, "the records were made with another vocab")
+  _assert_one_line_error(proc, vocab, "records were made with another vocab")
   config = json.load(open(teacher["config"]))
   wide = str(tmp_path / "bert_config.json")
   json.dump(dict(config, vocab_size=500), open(wide, "w"))

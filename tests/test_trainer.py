@@ -207,7 +207,7 @@ def test_settings_are_checked_against_the_records():
   assert loop.micro_batch_size(2) == 4
   with pytest.raises(ConfigError, match="not a multiple"):
     dataclasses.replace(loop, train_batch_size=30).micro_batch_size(2)
-  with pytest.raises(ConfigError, match="num_warmup_steps=20 must be in"):
-    run.LoopConfig(num_train_steps=10, num_warmup_steps=20)
+  with pytest.raises(ConfigError, match="num_warmup_steps=20 must be <= num_train_steps=10"):
+    run.LoopConfig(num_train_steps=10, num_warmup_steps=20).check()
   with pytest.raises(ValueError, match="num_train_steps must be >= 1"):
     trainer.TrainerConfig(num_train_steps=0, global_batch_size=8)

@@ -9,24 +9,15 @@ task-specific distillation (google-research/bert's run_classifier features).
 
 Writes <split>/part-00000.tfrecord for each of train/dev/test found; malformed
 rows are skipped and counted per reason with their first line numbers in
-stats.json. See pipeline/records/classification_data.py.
+stats.json. The stage: pipeline/records/classification_stage.py.
 """
 
-import dataclasses
-import hashlib
-import sys
-
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
-from absl import app
 from absl import flags
 
 from pipeline.core import cli
 from pipeline.records import classification_data as cd
-from pipeline.records import schema
-from pipeline.core import stage
-from pipeline.corpus import task_data
-from pipeline.core.progress import Progress
-from pipeline.text.tokenization import BertTokenizer
+from pipeline.records import classification_stage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Directory with train/dev/test.<format>.")
@@ -49,71 +40,16 @@ flags.DEFINE_bool("test_labels", True, "The test file has labels (false: label_i
 flags.DEFINE_integer("log_examples", 3, "Records per split to log decoded back to tokens.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output made with other flags.")
 
-
-def _task():
-  try:
-    return cd.TaskFormat(FLAGS.format, FLAGS.has_header, FLAGS.text_a_column,
-                         FLAGS.text_b_column, FLAGS.label_column, tuple(FLAGS.labels),
-                         FLAGS.max_seq_length)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
-
-
-def _inputs(task):
-  """{split: path}, the input hash, and {split: labeled}, all checked."""
-  if bool(FLAGS.input_dir) == any(FLAGS[f"{s}_file"].value for s in cd.SPLITS):
-    raise app.UsageError("give either --input_dir or --train_file/--dev_file/--test_file")
-  if FLAGS.input_dir and cd.is_stage_output(FLAGS.input_dir):
-    stage.read_input(FLAGS.input_dir, task_data.STAGE)  # refuses an incomplete fetch
-  files = cd.split_files(FLAGS.input_dir, FLAGS.format,
-                         {s: FLAGS[f"{s}_file"].value for s in cd.SPLITS})
-  labeled = {s: s != "test" or FLAGS.test_labels for s in files}
-  for split, path in files.items():
-    cd.preflight(path, task, labeled[split])
-  digests = stage.json_dumps({s: stage.file_sha256(p) for s, p in sorted(files.items())})
-  return files, hashlib.sha256(digests.encode()).hexdigest(), labeled
-
-
-def _convert(out, split, path, task, tok, labeled):
-  """One split's records and stats sidecar (kept from an earlier run if done)."""
-  name = cd.output_name(split)
-  if out.done(name):
-    return out.read_part(name)
-  progress = Progress(f"create_classification_data {split}", total=cd.count_lines(path),
-                      unit="lines")
-  with out.writing(name) as tmp:
-    stats, examples = cd.convert_file(path, tmp, task, tok, labeled, progress,
-                                      FLAGS.log_examples)
-    part = dict(stats.as_dict(), file=path, labeled=labeled,
-                seconds=round(progress.elapsed(), 2))
-    out.write_part(name, part)  # before the rename that marks the split done
-  for line in cd.format_malformed(split, path, stats):
-    print(line, file=sys.stderr)
-  cd.log_examples(split, examples, tok, task)
-  return part
+_NAMES = ("output_dir", "vocab_file", "text_a_column", "label_column", "input_dir",
+          "text_b_column", "do_lower_case", "max_seq_length", "format", "has_header",
+          "test_labels", "log_examples", "overwrite")
 
 
 def main(argv):
   del argv
-  task = _task()
-  files, input_hash, labeled = _inputs(task)
-  tok = BertTokenizer(FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
-  config = dict(task.config(), do_lower_case=FLAGS.do_lower_case, vocab_size=tok.vocab_size,
-                vocab_sha256=stage.file_sha256(FLAGS.vocab_file), splits=sorted(files),
-                unlabeled_splits=sorted(s for s in files if not labeled[s]),
-                unlabeled_label_id=task.unlabeled_id)
-  out = stage.StageOutput(FLAGS.output_dir, cd.STAGE, config, input_hash, FLAGS.overwrite)
-  if out.prepare():
-    print(f"create_classification_data: {FLAGS.output_dir} is up to date (nothing to do)")
-    return
-  stats = {s: _convert(out, s, files[s], task, tok, labeled[s]) for s in cd.SPLITS if s in files}
-  counts = {f"{s}_examples": v["examples"] for s, v in stats.items()}
-  counts["malformed_rows"] = sum(v["malformed_rows"] for v in stats.values())
-  features = [dataclasses.asdict(f) for f in schema.CLASSIFICATION_FEATURES]
-  out.finalize([cd.output_name(s) for s in stats], counts, stats, extra={"features": features})
-  print("create_classification_data: " + ", ".join(
-      f"{s} {v['examples']} examples ({v['malformed_rows']} malformed rows skipped)"
-      for s, v in stats.items()) + f" -> {FLAGS.output_dir}")
+  classification_stage.run(classification_stage.ClassificationRecordsConfig(
+      labels=tuple(FLAGS.labels), split_files={s: FLAGS[f"{s}_file"].value for s in cd.SPLITS},
+      **{name: FLAGS[name].value for name in _NAMES}))
 
 
 if __name__ == "__main__":

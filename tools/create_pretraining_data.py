@@ -6,22 +6,19 @@ features. Parallel over shards with processes, and across ranks under mpirun:
   python tools/create_pretraining_data.py --input_dir=out/shards \
       --output_dir=out/records --vocab_file=out/vocab.txt
   mpirun -np 4 python tools/create_pretraining_data.py ...   # same bytes
+
+The stage: pipeline/records/pretraining_stage.py (instances: instances.py).
 """
 
-import dataclasses
-import multiprocessing
 import os
 
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
 from pipeline.core import cli
-from pipeline.core import world as world_lib
+from pipeline.core.errors import ConfigError
 from pipeline.records import pretraining_stage
-from pipeline.core import stage
 from pipeline.records.instances import InstanceConfig
-from pipeline.core.progress import Progress
-from pipeline.text.tokenization import load_vocab
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input_dir", None, "Output directory of shard_text.", required=True)
@@ -52,64 +49,16 @@ def _instance_config():
         dupe_factor=FLAGS.dupe_factor, do_whole_word_mask=FLAGS.do_whole_word_mask,
         random_seed=FLAGS.random_seed)
   except ValueError as e:
-    raise flags.ValidationError(str(e)) from None
-
-
-def _run_shards(job, todo, progress):
-  """Processes this rank's unfinished shards; returns the first logged examples."""
-  examples = []
-  if FLAGS.num_workers == 1 or len(todo) <= 1:
-    results = map(job.run_shard, todo)
-    pool = None
-  else:
-    pool = multiprocessing.get_context("spawn").Pool(
-        min(FLAGS.num_workers, len(todo)), initializer=pretraining_stage.worker_init)
-    results = pool.imap_unordered(job.run_shard, todo)
-  try:
-    for result in results:
-      progress.update(result["text_bytes"])
-      examples = examples or result["examples"]
-  finally:
-    if pool:
-      pool.close()
-      pool.join()
-  return examples
+    raise ConfigError(str(e)) from None
 
 
 def main(argv):
   del argv
-  world = world_lib.job_world()
-  cfg = _instance_config()
-  manifest = stage.read_input(FLAGS.input_dir, "shard_text")
-  vocab = load_vocab(FLAGS.vocab_file)
-  job = pretraining_stage.RecordsJob(
-      input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir,
-      vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case,
-      instance_config=cfg, log_examples=FLAGS.log_examples)
-  config = dict(dataclasses.asdict(cfg), do_lower_case=FLAGS.do_lower_case,
-                vocab_sha256=stage.file_sha256(FLAGS.vocab_file), vocab_size=len(vocab))
-  config = pretraining_stage.reuse_config(config, FLAGS.reuse_dir)
-  if "reuse_from" in config:
-    job = dataclasses.replace(job, reuse_dir=FLAGS.reuse_dir)
-  out = stage.StageOutput(FLAGS.output_dir, "create_pretraining_data", config,
-                          manifest["_sha256"], FLAGS.overwrite, world.is_chief)
-  complete = world_lib.run_collectively(world, out.prepare)
-  if world.broadcast_object(complete):
-    if world.is_chief:
-      print(f"create_pretraining_data: {FLAGS.output_dir} is up to date (nothing to do)")
-    return
-  shards = pretraining_stage.input_shards(manifest)
-  mine = [s for s in world.my_items(shards) if not out.done(pretraining_stage.output_name(s))]
-  progress = Progress("create_pretraining_data", unit="B text", enabled=world.is_chief,
-                      total=sum(pretraining_stage.text_bytes(manifest, s) for s in world.my_items(shards)))
-  examples = world_lib.run_collectively(world, lambda: _run_shards(job, mine, progress))
-  if world.is_chief:
-    pretraining_stage.log_examples(examples, FLAGS.vocab_file, FLAGS.do_lower_case)
-  world.barrier()
-  if world.is_chief:
-    summary = pretraining_stage.finalize(out, shards, cfg, progress.elapsed(), world.size,
-                                     FLAGS.num_workers)
-    print(summary)
+  pretraining_stage.run(pretraining_stage.RecordsConfig(
+      input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir, vocab_file=FLAGS.vocab_file,
+      instance_config=_instance_config(), do_lower_case=FLAGS.do_lower_case,
+      num_workers=FLAGS.num_workers, log_examples=FLAGS.log_examples,
+      reuse_dir=FLAGS.reuse_dir, overwrite=FLAGS.overwrite))
 
 
 if __name__ == "__main__":

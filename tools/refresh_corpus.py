@@ -10,20 +10,18 @@ for pages whose revision did not change), then switches
 going exits 0 with "already running"; a killed run leaves the old version
 current and the next run resumes. Exit status: 0 done / nothing new / already
 running, 2 bad input or flags, 3 download or checksum failure, 4 a stage failed.
+The run: pipeline/corpus/refresh.py.
 """
 
 import os
+import sys
 
 import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
 from pipeline.core import cli
-from pipeline.corpus import download
-from pipeline.corpus import extract
-from pipeline.corpus import mirror
+from pipeline.core.errors import ConfigError
 from pipeline.corpus import refresh
-from pipeline.core import stage
-from pipeline.core.errors import InputError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("root", None, "Corpus root (versions/, current, state.json, logs/).",
@@ -50,93 +48,34 @@ flags.DEFINE_float("temperature", 1.0, "Labels: softmax temperature T.")
 flags.DEFINE_enum("label_method", "topk", ["topk", "sampled"], "Labels: top-K or sampled.")
 flags.DEFINE_integer("label_batch_size", 64, "Labels: records per teacher forward pass.")
 
-EXIT_DOWNLOAD, EXIT_STAGE = 3, 4
+_BUILD = ("vocab_file", "num_shards", "eval_fraction", "min_article_chars", "max_seq_length",
+          "max_predictions_per_seq", "dupe_factor", "random_seed", "do_lower_case",
+          "num_workers")
 
 
-def _fetch(mirror_, date, vdir, log):
-  """Verified local paths of the dump's article files; returns (paths, bytes)."""
-  paths, fetched = [], 0
-  for f in mirror_.article_files(date):
-    if mirror_.is_http:
-      dest = os.path.join(vdir, "dump", f.name)
-      os.makedirs(os.path.dirname(dest), exist_ok=True)
-      fetched += download.download(f.url, dest, size=f.size, sha1=f.sha1)
-    else:
-      dest = f.url
-      if os.path.getsize(dest) != f.size or download.sha1_of(dest) != f.sha1:
-        raise InputError(dest, "size or sha1 differs from the published checksums")
-    log(f"verified {f.name} ({f.size} bytes)")
-    paths.append(dest)
-  return paths, fetched
-
-
-def _settings():
-  """The BuildSettings of the flags."""
-  teacher = None
+def _teacher():
   if bool(FLAGS.teacher_config) != bool(FLAGS.teacher_checkpoint):
-    raise InputError("--teacher_config/--teacher_checkpoint", "give both or neither")
-  if FLAGS.teacher_config:
-    teacher = refresh.TeacherSettings(
-        FLAGS.teacher_config, os.path.abspath(FLAGS.teacher_checkpoint),
-        FLAGS.truncation_factor, FLAGS.temperature, FLAGS.label_method,
-        FLAGS.label_batch_size)
-  return refresh.BuildSettings(
-      FLAGS.vocab_file, FLAGS.num_shards, FLAGS.eval_fraction, FLAGS.min_article_chars,
-      FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, FLAGS.dupe_factor,
-      FLAGS.random_seed, FLAGS.do_lower_case, FLAGS.num_workers, teacher)
-
-
-def _revisions(extract_dir):
-  if not extract_dir or not os.path.exists(os.path.join(extract_dir, stage.COMPLETED)):
+    raise ConfigError("--teacher_config/--teacher_checkpoint: give both or neither")
+  if not FLAGS.teacher_config:
     return None
-  return extract.PreviousDocs(extract_dir, stage.read_input(extract_dir, "extract_wiki")).revisions()
+  return refresh.TeacherSettings(
+      FLAGS.teacher_config, os.path.abspath(FLAGS.teacher_checkpoint),
+      FLAGS.truncation_factor, FLAGS.temperature, FLAGS.label_method, FLAGS.label_batch_size)
 
 
-def _refresh():
-  settings = _settings()
-  state = refresh.read_state(FLAGS.root)
-  source = mirror.Mirror(FLAGS.mirror_url, FLAGS.wiki)
-  date = source.newest_new(after=state.get("last_date"))
-  if date is None:
-    print(f"refresh_corpus: no new dump (last processed: {state.get('last_date')})")
-    return 0
-  log, vdir, prev = refresh.RunLog(FLAGS.root), refresh.version_dir(FLAGS.root, date), \
-      refresh.current_dir(FLAGS.root)
-  log(f"refresh_corpus: {FLAGS.wiki} dump {date}; current version: {prev or 'none'}")
-  try:
-    dumps, fetched = _fetch(source, date, vdir, log)
-  except InputError as e:
-    log(f"error: {e} (current version kept)")
-    return EXIT_DOWNLOAD
-  try:
-    times = {tool: log.run_stage(tool, args)
-             for tool, args in refresh.stage_commands(vdir, prev, dumps, settings)}
-  except refresh.StageFailed as e:
-    log(f"error: {e} (current version kept; rerun to resume)")
-    return EXIT_STAGE
-  changes = refresh.document_changes(_revisions(prev and os.path.join(prev, "extract")),
-                                     _revisions(os.path.join(vdir, "extract")))
-  refresh.switch(FLAGS.root, date)
-  state["last_date"] = date
-  state["history"] = state.get("history", []) + [dict(date=date, changes=changes)]
-  refresh.write_state(FLAGS.root, state)
-  removed = refresh.prune(FLAGS.root, FLAGS.keep_versions)
-  timing = ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
-  log(f"refresh_corpus: dump {date} is current; documents new {changes['new']}, changed "
-      f"{changes['changed']}, deleted {changes['deleted']}, reused {changes['unchanged']}; "
-      f"{refresh.labels_summary(vdir)}{timing}; downloaded {fetched} bytes; removed "
-      f"versions {removed or 'none'}; log {log.path}")
-  return 0
+def _label_stage(args):
+  # The teacher model loads TensorFlow: imported only by refreshes that label.
+  from modeling.labeling import teacher_labels  # pylint: disable=import-outside-toplevel
+  teacher_labels.refresh_label_stage(args)
 
 
 def main(argv):
   del argv
-  try:
-    with refresh.exclusive(FLAGS.root):
-      return _refresh()
-  except refresh.AlreadyRunning:
-    print("refresh_corpus: already running (another refresh holds the lock); nothing done")
-    return 0
+  build = refresh.BuildSettings(**{name: FLAGS[name].value for name in _BUILD},
+                                teacher=_teacher())
+  sys.exit(refresh.run(refresh.RefreshConfig(
+      root=FLAGS.root, mirror_url=FLAGS.mirror_url, build=build, wiki=FLAGS.wiki,
+      keep_versions=FLAGS.keep_versions), label_stage=_label_stage))
 
 
 if __name__ == "__main__":

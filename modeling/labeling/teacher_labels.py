@@ -194,3 +194,15 @@ def _task_labels(config, manifest):
   progress = Progress("extract_teacher_labels", unit="examples")
   task_labels.label_files(out, config.input_dir, names, step, shapes, progress)
   print(task_labels.finalize(out, names, time.monotonic() - start, _teacher_info(config)))
+
+
+def refresh_label_stage(args):
+  """The teacher-label stage of a corpus refresh (pipeline/corpus/refresh.py's
+  LabelStageArgs): the previous version's labels are reused where records match."""
+  teacher = args.teacher
+  extract_labels(LabelRunConfig(
+      init_checkpoint=teacher.checkpoint, bert_config_file=teacher.config,
+      vocab_file=args.vocab_file, input_dir=args.records_dir, output_dir=args.output_dir,
+      truncation_factor=teacher.truncation_factor, temperature=teacher.temperature,
+      label_method=teacher.label_method, batch_size=teacher.batch_size,
+      reuse_dir=args.reuse_dir))

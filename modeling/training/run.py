@@ -77,11 +77,15 @@ class LoopConfig:
                  "keep_checkpoint_max", "log_every_steps"):
       if getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    if not 0 <= self.num_warmup_steps <= self.num_train_steps:
-      raise ConfigError(f"--num_warmup_steps={self.num_warmup_steps} must be in "
-                        f"[0, num_train_steps={self.num_train_steps}]")
-    if self.eval_every_steps < 0:
-      raise ConfigError("--eval_every_steps must be >= 0")
+    if self.num_warmup_steps < 0 or self.eval_every_steps < 0:
+      raise ConfigError("--num_warmup_steps and --eval_every_steps must be >= 0")
+
+  def check(self):
+    """The checks across settings, once a recipe has filled in its defaults."""
+    if self.num_warmup_steps > self.num_train_steps:
+      raise ConfigError(f"--num_warmup_steps={self.num_warmup_steps} must be <= "
+                        f"num_train_steps={self.num_train_steps}")
+    return self
 
   @classmethod
   def field_default(cls, name):
@@ -194,7 +198,8 @@ def train(recipe, loop, output_dir, flag_values=None):
   """
   world = initialize_world(loop)
   manifest = recipe.read_input()
-  loop = recipe.resolve_loop(loop, manifest)
+  _verify_input(manifest, world)
+  loop = recipe.resolve_loop(loop, manifest).check()
   micro = loop.micro_batch_size(world.size)
   train_data, eval_data = recipe.datasets(loop, world)
   model, task = recipe.build(loop, world)
@@ -219,6 +224,15 @@ def train(recipe, loop, output_dir, flag_values=None):
   out.finalize(files, {"steps": summary["step"]}, summary)
   print(line)
   return summary
+
+
+def _verify_input(manifest, world):
+  """Every input file's content against its manifest before the first step (tf.data
+  cannot hash as it reads): each rank checks its round-robin share, and all ranks
+  fail together if one file differs."""
+  names = [f["name"] for f in manifest.get("files", [])]
+  world_lib.run_collectively(
+      world, lambda: stage.verify_input_files(manifest, world.my_items(names)))
 
 
 def _write_train_config(out, identity, manifest, loop, flag_values):
@@ -260,12 +274,12 @@ def prepare_output(out, world):
   if world.is_chief:
     try:
       result = (out.prepare(), None)
-    except InputError as e:
-      result = (False, (e.path, e.cause))
+    except InputError as e:  # Another config, a busy or unwritable directory.
+      result = (False, e)
   complete, error = world.broadcast_object(result)
   if error:
     if world.is_chief:
-      raise InputError(*error)
+      raise error  # The same error class: the CLI's exit status depends on it.
     sys.exit(1)
   return complete
 

@@ -18,13 +18,20 @@ import dataclasses
 import fcntl
 import os
 import shutil
-import subprocess
 import sys
 import time
+import traceback
+from typing import Callable, Optional
 
+from pipeline.core import kinds
 from pipeline.core import stage
-
-_TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.corpus import download
+from pipeline.corpus import extract
+from pipeline.corpus import mirror as mirror_lib
+from pipeline.corpus import sharding
+from pipeline.records import instances
+from pipeline.records import pretraining_stage
 
 CURRENT = "current"
 VERSIONS = "versions"
@@ -113,6 +120,17 @@ class TeacherSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LabelStageArgs:
+  """What the teacher-label stage of a version gets (the stage itself needs the
+  teacher model, so it lives in modeling/ and the caller passes it in)."""
+  records_dir: str
+  output_dir: str
+  vocab_file: str
+  teacher: TeacherSettings
+  reuse_dir: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
 class BuildSettings:
   """How every version is built (the stage tools' flags)."""
   vocab_file: str
@@ -128,36 +146,39 @@ class BuildSettings:
   teacher: TeacherSettings = None  # no labels stage without a teacher
 
 
-def stage_commands(vdir, prev, dumps, s):
-  """(tool, args) of each stage building version dir `vdir` from `dumps`,
-  with --reuse_dir on the completed outputs of the previous version `prev`."""
+def _reuse(prev, sub):
+  """The previous version's completed `sub` stage output, or None."""
+  if prev and os.path.exists(os.path.join(prev, sub, stage.COMPLETED)):
+    return os.path.join(prev, sub)
+  return None
+
+
+def stage_runs(vdir, prev, dumps, s, label_stage=None):
+  """[(name, run function, its config)] building version dir `vdir` from `dumps`,
+  each reusing the completed output of the previous version `prev`."""
   out = lambda sub: os.path.join(vdir, sub)  # noqa: E731
-  reuse = (lambda sub: [f"--reuse_dir={os.path.join(prev, sub)}"]  # noqa: E731
-           if prev and os.path.exists(os.path.join(prev, sub, stage.COMPLETED)) else [])
-  workers = f"--num_workers={s.num_workers}"
-  commands = [
-      ("extract_wiki", [f"--input={','.join(dumps)}", f"--output_dir={out('extract')}",
-                        f"--min_article_chars={s.min_article_chars}", workers]
-       + reuse("extract")),
-      ("shard_text", [f"--input_dir={out('extract')}", f"--output_dir={out('shards')}",
-                      f"--num_shards={s.num_shards}", workers,
-                      f"--eval_fraction={s.eval_fraction}"]),
-      ("create_pretraining_data", [
-          f"--input_dir={out('shards')}", f"--output_dir={out('records')}",
-          f"--vocab_file={s.vocab_file}", f"--max_seq_length={s.max_seq_length}",
-          f"--max_predictions_per_seq={s.max_predictions_per_seq}",
-          f"--dupe_factor={s.dupe_factor}", f"--random_seed={s.random_seed}",
-          f"--do_lower_case={s.do_lower_case}", workers] + reuse("records")),
+  runs = [
+      ("extract_wiki", extract.run, extract.ExtractConfig(
+          inputs=tuple(dumps), output_dir=out("extract"),
+          min_article_chars=s.min_article_chars, num_workers=s.num_workers,
+          reuse_dir=_reuse(prev, "extract"))),
+      ("shard_text", sharding.run, sharding.ShardConfig(
+          input_dir=out("extract"), output_dir=out("shards"), num_shards=s.num_shards,
+          eval_fraction=s.eval_fraction, num_workers=s.num_workers)),
+      ("create_pretraining_data", pretraining_stage.run, pretraining_stage.RecordsConfig(
+          input_dir=out("shards"), output_dir=out("records"), vocab_file=s.vocab_file,
+          instance_config=instances.InstanceConfig(
+              max_seq_length=s.max_seq_length,
+              max_predictions_per_seq=s.max_predictions_per_seq,
+              dupe_factor=s.dupe_factor, random_seed=s.random_seed),
+          do_lower_case=s.do_lower_case, num_workers=s.num_workers,
+          reuse_dir=_reuse(prev, "records"))),
   ]
-  t = s.teacher
-  if t:
-    commands.append(("extract_teacher_labels", [
-        f"--bert_config_file={t.config}", f"--init_checkpoint={t.checkpoint}",
-        f"--vocab_file={s.vocab_file}", f"--input_dir={out('records')}",
-        f"--output_dir={out('distill')}", f"--truncation_factor={t.truncation_factor}",
-        f"--temperature={t.temperature}", f"--label_method={t.label_method}",
-        f"--batch_size={t.batch_size}"] + reuse("distill")))
-  return commands
+  if s.teacher:
+    runs.append(("extract_teacher_labels", label_stage, LabelStageArgs(
+        records_dir=out("records"), output_dir=out("distill"), vocab_file=s.vocab_file,
+        teacher=s.teacher, reuse_dir=_reuse(prev, "distill"))))
+  return runs
 
 
 def labels_summary(vdir):
@@ -171,7 +192,7 @@ def labels_summary(vdir):
 
 
 class StageFailed(Exception):
-  """A stage tool exited non-zero; its last output lines are in the message."""
+  """A stage raised; its one-line cause is in the message."""
 
 
 class RunLog:
@@ -188,15 +209,144 @@ class RunLog:
     self._f.write(time.strftime("%H:%M:%S ", time.gmtime()) + line + "\n")
     self._f.flush()
 
-  def run_stage(self, tool, args):
-    """Runs tools/<tool>.py with args; its output goes to the log. Returns seconds."""
-    cmd = [sys.executable, os.path.join(_TOOLS, tool + ".py"), *args]
-    self(f"$ {' '.join(cmd[1:])}")
+  def run_stage(self, name, fn, config):
+    """Runs fn(config) with its output teed to the log; returns seconds.
+
+    Raises:
+      StageFailed: the stage raised; its one-line cause is in the message and
+        the traceback in the log.
+    """
+    self(f"{name}: {config}")
     start = time.monotonic()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    self._f.write(proc.stdout)
-    self._f.flush()
-    if proc.returncode != 0:
-      tail = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
-      raise StageFailed(f"{tool} exited with status {proc.returncode}: {tail[0]}")
+    tee_out, tee_err = _Tee(sys.stdout, self._f), _Tee(sys.stderr, self._f)
+    try:
+      with contextlib.redirect_stdout(tee_out), contextlib.redirect_stderr(tee_err):
+        fn(config)
+    except Exception as e:  # pylint: disable=broad-except
+      self._f.write(traceback.format_exc())
+      self._f.flush()
+      raise StageFailed(f"{name} failed: {e}") from None
     return time.monotonic() - start
+
+
+class _Tee:
+  """A text stream writing to a console stream and the run's log file."""
+
+  def __init__(self, console, log):
+    self._console, self._log = console, log
+
+  def write(self, text):
+    self._console.write(text)
+    self._log.write(text)
+    return len(text)
+
+  def flush(self):
+    self._console.flush()
+    self._log.flush()
+
+  def isatty(self):
+    return False
+
+
+EXIT_DOWNLOAD, EXIT_STAGE = 3, 4
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RefreshConfig:
+  """tools/refresh_corpus.py: one refresh of `root` from a dump mirror."""
+  root: str  # versions/, current, state.json, logs/.
+  mirror_url: str  # Base URL or local directory in Wikimedia's layout.
+  build: BuildSettings
+  wiki: str = "enwiki"
+  keep_versions: int = 2
+
+  def __post_init__(self):
+    if self.keep_versions < 1:
+      raise ConfigError("--keep_versions must be >= 1")
+
+
+def fetch_dump(source, date, vdir, log):
+  """Verified local paths of the dump's article files; returns (paths, bytes)."""
+  paths, fetched = [], 0
+  for f in source.article_files(date):
+    if source.is_http:
+      dest = os.path.join(vdir, "dump", f.name)
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      fetched += download.download(f.url, dest, size=f.size, sha1=f.sha1)
+    else:
+      dest = f.url
+      if os.path.getsize(dest) != f.size or download.sha1_of(dest) != f.sha1:
+        raise InputError(dest, "size or sha1 differs from the published checksums")
+    log(f"verified {f.name} ({f.size} bytes)")
+    paths.append(dest)
+  return paths, fetched
+
+
+def _revisions(extract_dir):
+  if not extract_dir or not os.path.exists(os.path.join(extract_dir, stage.COMPLETED)):
+    return None
+  _, manifest = kinds.read(extract_dir, kinds.DOCUMENTS)
+  return extract.PreviousDocs(extract_dir, manifest).revisions()
+
+
+def _build(config, date, label_stage):
+  """Fetches and builds one version; returns (exit status, summary line)."""
+  log, vdir = RunLog(config.root), version_dir(config.root, date)
+  prev = current_dir(config.root)
+  log(f"refresh_corpus: {config.wiki} dump {date}; current version: {prev or 'none'}")
+  try:
+    dumps, fetched = fetch_dump(mirror_lib.Mirror(config.mirror_url, config.wiki), date,
+                                vdir, log)
+  except InputError as e:
+    log(f"error: {e} (current version kept)")
+    return EXIT_DOWNLOAD
+  try:
+    times = {name: log.run_stage(name, fn, stage_config) for name, fn, stage_config
+             in stage_runs(vdir, prev, dumps, config.build, label_stage)}
+  except StageFailed as e:
+    log(f"error: {e} (current version kept; rerun to resume)")
+    return EXIT_STAGE
+  changes = document_changes(_revisions(prev and os.path.join(prev, "extract")),
+                             _revisions(os.path.join(vdir, "extract")))
+  _publish(config, date, changes)
+  removed = prune(config.root, config.keep_versions)
+  timing = ", ".join(f"{k} {v:.1f}s" for k, v in times.items())
+  log(f"refresh_corpus: dump {date} is current; documents new {changes['new']}, changed "
+      f"{changes['changed']}, deleted {changes['deleted']}, reused {changes['unchanged']}; "
+      f"{labels_summary(vdir)}{timing}; downloaded {fetched} bytes; removed "
+      f"versions {removed or 'none'}; log {log.path}")
+  return 0
+
+
+def _publish(config, date, changes):
+  """Makes version `date` current and records it in state.json."""
+  switch(config.root, date)
+  state = read_state(config.root)
+  state["last_date"] = date
+  state["history"] = state.get("history", []) + [dict(date=date, changes=changes)]
+  write_state(config.root, state)
+
+
+def run(config, label_stage: Optional[Callable] = None):
+  """One refresh; returns the exit status (0 done / nothing new / already running,
+  3 download or checksum failure, 4 a stage failed).
+
+  Args:
+    config: RefreshConfig.
+    label_stage: label_stage(LabelStageArgs), the teacher-label stage; required
+      when config.build.teacher is set (it needs the model, so modeling/ has it).
+  """
+  if config.build.teacher and label_stage is None:
+    raise ConfigError("a teacher was given but no label stage")
+  try:
+    with exclusive(config.root):
+      state = read_state(config.root)
+      date = mirror_lib.Mirror(config.mirror_url, config.wiki).newest_new(
+          after=state.get("last_date"))
+      if date is None:
+        print(f"refresh_corpus: no new dump (last processed: {state.get('last_date')})")
+        return 0
+      return _build(config, date, label_stage)
+  except AlreadyRunning:
+    print("refresh_corpus: already running (another refresh holds the lock); nothing done")
+    return 0

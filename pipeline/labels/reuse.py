@@ -18,7 +18,6 @@ corpus version to the next (shards are chosen by page id).
 import dataclasses
 import mmap
 import os
-import struct
 import sys
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 from pipeline.core import stage
 from pipeline.labels import packed_labels
 from pipeline.records import tfrecord
-from pipeline.core.errors import CorruptRecordError, InputError
+from pipeline.core.errors import InputError
 
 # digest: BLAKE2b-128 of the source record; the counts are the distill
 # record's (real masked positions n, its size in the list layout of the stats).
@@ -94,7 +93,7 @@ class OldFile:
     if os.path.getsize(path):  # mmap refuses empty files
       with open(path, "rb") as f:
         self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    self._starts, self._lengths = _scan(self._map, path)
+    self._starts, self._lengths = _scan(path)
 
   def __len__(self):
     return len(self._starts)
@@ -108,23 +107,12 @@ class OldFile:
     return self._map[start:start + self._lengths[index]]
 
 
-def _scan(buf, path):
-  """(data offsets, lengths) of every record of a TFRecord file in `buf`."""
-  starts, lengths, pos = [], [], 0
-  while pos < len(buf):
-    header = buf[pos:pos + 8]
-    if len(header) < 8 or pos + 12 > len(buf):
-      raise CorruptRecordError(path, pos, "truncated record header")
-    if struct.unpack_from("<I", buf, pos + 8)[0] != tfrecord.masked_crc32c(header):
-      raise CorruptRecordError(path, pos)
-    (n,) = struct.unpack("<Q", header)
-    data = buf[pos + 12:pos + 12 + n]
-    if len(data) < n or pos + 16 + n > len(buf) or struct.unpack_from(
-        "<I", buf, pos + 12 + n)[0] != tfrecord.masked_crc32c(data):
-      raise CorruptRecordError(path, pos)
-    starts.append(pos + 12)
-    lengths.append(n)
-    pos += 16 + n
+def _scan(path):
+  """(payload offsets, lengths) of every record of a TFRecord file, CRCs checked."""
+  starts, lengths = [], []
+  for start, data in tfrecord.iter_framed(path):
+    starts.append(start)
+    lengths.append(len(data))
   return starts, lengths
 
 

@@ -28,7 +28,6 @@ import time
 
 import tensorflow as tf
 
-from pipeline.inputs import classification_dataset as cds
 from pipeline.records import schema
 from pipeline.core import stage
 from pipeline.records import tfrecord
@@ -36,8 +35,6 @@ from pipeline.labels import packed_labels
 from pipeline.labels import pretraining_labels as labels_stage
 from pipeline.core.errors import InputError
 
-STAGE = cds.TASK_LABELS_STAGE  # = labels_stage.STAGE; readers tell them by num_labels
-INPUT_STAGE = cds.CLASSIFICATION_STAGE
 PRECISIONS = labels_stage.PRECISIONS
 
 

@@ -42,7 +42,6 @@ from pipeline.core import stage
 from pipeline.records import tfrecord
 from pipeline.core.errors import InputError
 
-STAGE = "create_classification_data"
 SPLITS = ("train", "dev", "test")
 FORMATS = ("tsv", "csv")
 REASONS = ("wrong_column_count", "unknown_label", "empty_text_a", "empty_text_b")

@@ -8,14 +8,19 @@ import dataclasses
 import os
 import sys
 import time
+from typing import Optional
 
 from pipeline.records import instances
 from pipeline.records import pretraining_data
 from pipeline.records import schema
+from pipeline.core import kinds
 from pipeline.core import stage
-from pipeline.text.tokenization import BertTokenizer
+from pipeline.core import workers
+from pipeline.core import world as world_lib
+from pipeline.core.errors import ConfigError
+from pipeline.core.progress import Progress
+from pipeline.text.tokenization import BertTokenizer, load_vocab
 
-STAGE = "create_pretraining_data"
 _TOKENIZERS = {}
 
 
@@ -73,7 +78,7 @@ class RecordsJob:
     docs = os.path.join(self.input_dir, shard + ".docs.tsv")
     tokens = pretraining_data.tokenize_shard(text, docs, tok)
     tokenized = time.monotonic()
-    out = stage.StageOutput(self.output_dir, STAGE, None, None)
+    out = stage.StageOutput(self.output_dir, kinds.PRETRAINING_RECORDS.stage, None, None)
     # Publication order: stats sidecar, index, then the .tfrecord, whose presence
     # marks the shard done; a kill between any two leaves it not done.
     with out.writing(output_name(shard)) as tmp, out.writing(index_name(shard)) as tmp_index:
@@ -100,10 +105,10 @@ def reuse_config(config, reuse_dir):
   the same settings (else unchanged, with the reason printed)."""
   if not reuse_dir:
     return config
-  manifest = stage.read_input(reuse_dir, STAGE)
+  _, manifest = kinds.read(reuse_dir, kinds.PRETRAINING_RECORDS)
   theirs = {k: v for k, v in manifest["config"].items() if k != "reuse_from"}
   if theirs != config:
-    print(f"{STAGE}: not reusing {reuse_dir}: made with other settings", file=sys.stderr)
+    print(f"create_pretraining_data: not reusing {reuse_dir}: made with other settings", file=sys.stderr)
     return config
   return dict(config, reuse_from=manifest["_sha256"])
 
@@ -150,3 +155,65 @@ def finalize(out, shards, cfg, seconds, ranks, workers):
           f"{counts['eval_instances']} eval instances{reused} from {totals['documents']} documents "
           f"({totals['text_bytes'] / 1e6:.1f} MB text) in {seconds:.1f}s "
           f"({stats['instances_per_second']:.0f} instances/s) -> {out.dir}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecordsConfig:
+  """tools/create_pretraining_data.py: text shards -> pretraining records."""
+  input_dir: str  # shard_text output.
+  output_dir: str
+  vocab_file: str
+  instance_config: instances.InstanceConfig
+  do_lower_case: bool = True
+  num_workers: int = 1  # Processes per rank.
+  log_examples: int = 3
+  reuse_dir: Optional[str] = None  # An earlier version's records (same settings).
+  overwrite: bool = False
+
+  def __post_init__(self):
+    if self.num_workers < 1:
+      raise ConfigError("--num_workers must be >= 1")
+
+
+def _run_shards(job, todo, num_workers, progress):
+  """Processes this rank's unfinished shards; returns the first logged examples."""
+  examples = []
+  for result in workers.imap_unordered(job.run_shard, todo, num_workers,
+                                       initializer=worker_init):
+    progress.update(result["text_bytes"])
+    examples = examples or result["examples"]
+  return examples
+
+
+def run(config):
+  """Writes the records of `config.input_dir`'s shards; under mpirun the ranks
+  split the shards and rank 0 publishes the manifest (same bytes as one process)."""
+  world = world_lib.job_world()
+  _, manifest = kinds.read(config.input_dir, kinds.TEXT_SHARDS)
+  vocab = load_vocab(config.vocab_file)
+  cfg = config.instance_config
+  stage_config = dict(dataclasses.asdict(cfg), do_lower_case=config.do_lower_case,
+                      vocab_sha256=stage.file_sha256(config.vocab_file), vocab_size=len(vocab))
+  stage_config = reuse_config(stage_config, config.reuse_dir)
+  job = RecordsJob(input_dir=config.input_dir, output_dir=config.output_dir,
+                   vocab_file=config.vocab_file, do_lower_case=config.do_lower_case,
+                   instance_config=cfg, log_examples=config.log_examples,
+                   reuse_dir=config.reuse_dir if "reuse_from" in stage_config else None)
+  out = stage.StageOutput(config.output_dir, kinds.PRETRAINING_RECORDS.stage, stage_config,
+                          manifest["_sha256"], config.overwrite, world.is_chief)
+  if world.broadcast_object(world_lib.run_collectively(world, out.prepare)):
+    if world.is_chief:
+      print(f"create_pretraining_data: {config.output_dir} is up to date (nothing to do)")
+    return
+  shards = input_shards(manifest)
+  mine = world.my_items(shards)
+  progress = Progress("create_pretraining_data", unit="B text", enabled=world.is_chief,
+                      total=sum(text_bytes(manifest, s) for s in mine))
+  todo = [s for s in mine if not out.done(output_name(s))]
+  examples = world_lib.run_collectively(
+      world, lambda: _run_shards(job, todo, config.num_workers, progress))
+  if world.is_chief:
+    log_examples(examples, config.vocab_file, config.do_lower_case)
+  world.barrier()
+  if world.is_chief:
+    print(finalize(out, shards, cfg, progress.elapsed(), world.size, config.num_workers))

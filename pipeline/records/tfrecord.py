@@ -162,8 +162,9 @@ class TFRecordWriter:
     self.close()
 
 
-def iter_records(path, sha256=None):
-  """Yields the payloads of a TFRecord file, checking both CRCs of each record.
+def iter_framed(path, sha256=None):
+  """Yields (payload offset, payload) of each record of a TFRecord file, checking
+  both CRCs of each record: the one framing reader of the project.
 
   sha256: the file's hash from its stage manifest, checked in the same pass
   (InputError at the end of the file on a mismatch), or None.
@@ -186,8 +187,14 @@ def iter_records(path, sha256=None):
         raise CorruptRecordError(path, offset, "truncated record")
       if struct.unpack("<I", crc)[0] != masked_crc32c(data):
         raise CorruptRecordError(path, offset)
-      yield data
+      yield offset + 12, data
       offset += 16 + n
+
+
+def iter_records(path, sha256=None):
+  """Yields the payloads of a TFRecord file (see iter_framed)."""
+  for _, data in iter_framed(path, sha256):
+    yield data
 
 
 def check_file(path, sha256=None):

@@ -22,15 +22,19 @@ deterministic nor guaranteed to cover every character:
     made of known characters never becomes [UNK].
 """
 
+import dataclasses
 import os
 import tempfile
+from typing import Optional
 
 from absl import logging
 import numpy as np
 from tokenizers import trainers
 
+from pipeline.core import kinds
+from pipeline.core import stage
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.text import tokenization
-from pipeline.core.errors import InputError
 
 GOOGLE_NUM_UNUSED = 994
 MAX_UNUSED_BEFORE_UNK = 99
@@ -234,3 +238,62 @@ def write_vocab(tokens, path):
     if os.path.exists(temp_path):
       os.unlink(temp_path)
     raise
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VocabConfig:
+  """tools/build_vocab.py: the training shards -> vocab.txt (+ a manifest sidecar)."""
+  input_dir: str  # shard_text output.
+  output_file: str
+  vocab_size: int = 30522
+  num_unused: Optional[int] = None  # Default: min(994, vocab_size // 32).
+  lower_case: bool = True
+  overwrite: bool = False
+
+  def __post_init__(self):
+    if self.vocab_size < 200:
+      raise ConfigError(f"--vocab_size={self.vocab_size} must be >= 200")
+
+
+def _up_to_date(path, manifest_path, identity, overwrite):
+  """True if `path` was made by this stage with `identity`; raises on conflicts."""
+  if not os.path.exists(path):
+    return False
+  if not os.path.exists(manifest_path):
+    if overwrite:
+      return False
+    raise InputError(path, "exists and was not made by build_vocab (your own vocab?); "
+                     "use it directly or pass --overwrite")
+  found = stage.read_json(manifest_path)
+  same = ({k: found.get(k) for k in identity} == identity and
+          found.get("sha256") == stage.file_sha256(path))
+  if same or overwrite:
+    return same
+  raise InputError(path, "exists with a different config or input; pass --overwrite")
+
+
+def run(config):
+  """Learns the vocab of `config.input_dir`'s training shards; the sidecar
+  `<output_file>.manifest.json` is written last (same config + input: no-op)."""
+  _, manifest = kinds.read(config.input_dir, kinds.TEXT_SHARDS)
+  files = [os.path.join(config.input_dir, f["name"]) for f in manifest["files"]
+           if f["name"].startswith("train/") and f["name"].endswith(".txt")]
+  identity = {"stage": "build_vocab",
+              "config": {"vocab_size": config.vocab_size, "num_unused": config.num_unused,
+                         "lower_case": config.lower_case},
+              "input": {"manifest_sha256": manifest["_sha256"]}}
+  manifest_path = config.output_file + ".manifest.json"
+  if _up_to_date(config.output_file, manifest_path, identity, config.overwrite):
+    print(f"build_vocab: {config.output_file} is up to date (nothing to do)")
+    return
+  if os.path.exists(manifest_path):
+    os.remove(manifest_path)  # the vocab is about to change: un-complete it first
+  os.makedirs(os.path.dirname(os.path.abspath(config.output_file)), exist_ok=True)
+  tokens = learn_wordpiece_vocab(files, config.vocab_size, config.lower_case,
+                                 num_unused=config.num_unused)
+  write_vocab(tokens, config.output_file)
+  record = dict(identity, sha256=stage.file_sha256(config.output_file), entries=len(tokens),
+                code_version=stage.code_version())
+  stage.atomic_write_text(manifest_path, stage.json_dumps(record))
+  print(f"build_vocab: {len(tokens)} entries ({'uncased' if config.lower_case else 'cased'}) "
+        f"learned from {len(files)} training shards -> {config.output_file}")
