@@ -9,7 +9,7 @@ At seq 128 (20 masked positions, vocab 30,522) for BERT-base and the 4-layer,
 - model FLOPs per sequence and the achieved fraction of the dense matmul rate
   measured here (tf.matmul 2048^3, float32 and bfloat16, both cores);
 - step time with a synthetic in-memory batch vs TFRecords through
-  pipeline/inputs/pretraining_dataset.py (records written here with pipeline.tfrecord).
+  pipeline/inputs/pretraining_dataset.py (records written here with pipeline.records.tfrecord).
 Each measurement is a fresh process; the first step (tracing) is not timed.
 The machine is shared: every run records the 1-minute load average before and
 after it and the matmul rate measured by its own process(es) just before

@@ -25,7 +25,7 @@ from modeling.evaluation import classification_metrics as cm
 from modeling.training import classification_training as ct
 from modeling.losses import task_losses as td
 from pipeline.inputs import classification_dataset as cd
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 from tests import classification_fixtures as fixtures
 
 CONFIG = bert.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2,
@@ -331,7 +331,7 @@ def test_best_checkpoint_keeps_the_best_step(tmp_path):
   ct.check_metric("roc_auc", 2, distill=False)
   ct.check_metric("teacher_agreement", 3, distill=True)
   for metric, num_labels in (("roc_auc", 3), ("kd_loss", 2), ("auc", 2)):
-    with pytest.raises(ValueError, match="is not one of"):
+    with pytest.raises(ConfigError, match=f"--best_metric={metric}: not one of"):
       ct.check_metric(metric, num_labels, distill=False)
   assert ct.epoch_steps(100, 16, 2.5) == (6, 15)
   with pytest.raises(ValueError, match="no full batch"):

@@ -350,7 +350,7 @@ def test_bytes_input_is_decoded_like_reference(pinned_path):
 def test_leaves_tokenizers_parallelism_alone(pinned_path):
   """The caller owns TOKENIZERS_PARALLELISM; the module must not set it."""
   env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
-  code = ("import os; from pipeline.tokenization import BertTokenizer as B; "
+  code = ("import os; from pipeline.text.tokenization import BertTokenizer as B; "
           "B(%r).encode_batch(['a b'] * 100); "
           "print(os.environ.get('TOKENIZERS_PARALLELISM'))" % str(pinned_path))
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

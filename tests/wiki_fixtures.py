@@ -13,7 +13,7 @@ A page is a dict:
   "ns"       int, default 0 (the article namespace).
   "redirect" str or None: the target title, which writes <redirect title=..>.
   "expect"   ignored by write_dump; in sample_pages(), the reason that
-             pipeline.wiki.clean_page(page, SAMPLE_MIN_CHARS) gives (None when
+             pipeline.corpus.wiki.clean_page(page, SAMPLE_MIN_CHARS) gives (None when
              the page is kept), so a test can check a whole stage's counts.
 """
 

@@ -16,7 +16,6 @@ import _bootstrap  # noqa: F401  pylint: disable=unused-import
 from absl import flags
 
 from pipeline.core import cli
-from pipeline.core.errors import ConfigError
 from pipeline.records import pretraining_stage
 from pipeline.records.instances import InstanceConfig
 
@@ -40,23 +39,17 @@ flags.DEFINE_string("reuse_dir", None,
 flags.DEFINE_bool("overwrite", False, "Replace an existing output made with other flags.")
 
 
-def _instance_config():
-  try:
-    return InstanceConfig(
-        max_seq_length=FLAGS.max_seq_length,
-        max_predictions_per_seq=FLAGS.max_predictions_per_seq,
-        masked_lm_prob=FLAGS.masked_lm_prob, short_seq_prob=FLAGS.short_seq_prob,
-        dupe_factor=FLAGS.dupe_factor, do_whole_word_mask=FLAGS.do_whole_word_mask,
-        random_seed=FLAGS.random_seed)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-
-
 def main(argv):
   del argv
   pretraining_stage.run(pretraining_stage.RecordsConfig(
       input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir, vocab_file=FLAGS.vocab_file,
-      instance_config=_instance_config(), do_lower_case=FLAGS.do_lower_case,
+      instance_config=InstanceConfig(
+          max_seq_length=FLAGS.max_seq_length,
+          max_predictions_per_seq=FLAGS.max_predictions_per_seq,
+          masked_lm_prob=FLAGS.masked_lm_prob, short_seq_prob=FLAGS.short_seq_prob,
+          dupe_factor=FLAGS.dupe_factor, do_whole_word_mask=FLAGS.do_whole_word_mask,
+          random_seed=FLAGS.random_seed),
+      do_lower_case=FLAGS.do_lower_case,
       num_workers=FLAGS.num_workers, log_examples=FLAGS.log_examples,
       reuse_dir=FLAGS.reuse_dir, overwrite=FLAGS.overwrite))
 

@@ -38,7 +38,7 @@ from modeling.models import heads
 from modeling.losses import pretraining_losses
 from modeling.training import pretraining
 from pipeline.core import kinds
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 from pipeline.inputs import parsing
 from pipeline.inputs import pretraining_dataset
 from pipeline.inputs.distill_dataset import LabelSpec
@@ -266,9 +266,9 @@ class SpeedSettings:
   def __post_init__(self):
     for field in dataclasses.fields(self):
       if getattr(self, field.name) < (0 if field.name == "warmup" else 1):
-        raise ValueError(f"{field.name} must be positive")
+        raise ConfigError(f"{field.name} must be positive")
     if self.num_predictions > self.seq_length:
-      raise ValueError("num_predictions must be <= seq_length")
+      raise ConfigError("num_predictions must be <= seq_length")
 
 
 def serving_fn(model, batch_size, seq_length, num_predictions):

@@ -171,12 +171,9 @@ def benchmark(config):
 
 def _speed_settings(config, inp, task):
   seq_length = config.seq_length or (inp.spec.max_seq_length if task else 128)
-  try:
-    return evaluation.SpeedSettings(seq_length, config.latency_batch,
-                                    config.throughput_batch, config.repeats, config.warmup,
-                                    1 if task else config.num_predictions)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  return evaluation.SpeedSettings(seq_length, config.latency_batch, config.throughput_batch,
+                                  config.repeats, config.warmup,
+                                  1 if task else config.num_predictions)
 
 
 def _held_out(config, inp, task):

@@ -73,13 +73,10 @@ def extract_labels(config):
 
 
 def _pretraining_settings(config):
-  try:
-    return pretraining_labels.LabelSettings(
-        truncation_factor=config.truncation_factor, temperature=config.temperature,
-        label_method=config.label_method, batch_size=config.batch_size,
-        mixed_precision=config.mixed_precision, seed=config.seed)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  return pretraining_labels.LabelSettings(
+      truncation_factor=config.truncation_factor, temperature=config.temperature,
+      label_method=config.label_method, batch_size=config.batch_size,
+      mixed_precision=config.mixed_precision, seed=config.seed)
 
 
 def _pretraining_teacher(config, manifest, settings):
@@ -174,11 +171,8 @@ def _task_labels(config, manifest):
   if world_lib.launched_by_mpi():
     raise ConfigError("teacher logits of classification records are computed in one "
                       "process (task data sets are small): start it without mpirun")
-  try:
-    settings = task_labels.TaskLabelSettings(tuple(config.splits), config.batch_size,
-                                             config.mixed_precision)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  settings = task_labels.TaskLabelSettings(tuple(config.splits), config.batch_size,
+                                           config.mixed_precision)
   kinds.check_vocab(manifest, config.vocab_file)
   names = schema.record_files(manifest["_dir"], settings.splits)
   model, bert_config, weights = _task_teacher(config, manifest, settings)

@@ -43,6 +43,7 @@ sampled return a cross-entropy (their teacher entropy is unknown).
 import math
 
 import tensorflow as tf
+from pipeline.core.errors import ConfigError
 
 KD_TAILS = ("renormalize", "bucket", "ignore")
 SAMPLED = "sampled"
@@ -156,7 +157,7 @@ def cached_kd(log_q, targets, kd_mode):
     return bucket_kl(log_q, ids, values, targets["teacher_tail_mass"])
   if kd_mode in ("ignore", SAMPLED):
     return weighted_cross_entropy(log_q, ids, values)
-  raise ValueError(f"kd_mode must be one of {KD_MODES}, got {kd_mode!r}")
+  raise ConfigError(f"kd_mode must be one of {KD_MODES}, got {kd_mode!r}")
 
 
 def cached_top1(targets):
@@ -232,7 +233,7 @@ def uniform_layer_map(num_teacher_layers, num_student_layers):
   teacher's last, the others from evenly spaced layers.
   """
   if num_student_layers > num_teacher_layers:
-    raise ValueError(f"student has {num_student_layers} layers, more than "
+    raise ConfigError(f"student has {num_student_layers} layers, more than "
                      f"the teacher's {num_teacher_layers}")
   ratio = num_teacher_layers / num_student_layers
   return tuple(int(round(i * ratio)) for i in range(1, num_student_layers + 1))

@@ -17,6 +17,7 @@ import dataclasses
 import tensorflow as tf
 
 from modeling.losses import distill_losses
+from pipeline.core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ class TaskDistillConfig:
     # The bounds of pretraining distillation's alpha and T.
     problems = distill_losses.weight_problems(self.alpha, self.temperature)
     if problems:
-      raise ValueError("; ".join(problems))
+      raise ConfigError("; ".join(problems))
 
   @property
   def uses_teacher(self):

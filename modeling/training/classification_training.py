@@ -25,6 +25,7 @@ import tensorflow as tf
 from modeling.models import classification
 from modeling.evaluation import classification_metrics as cm
 from modeling.losses import task_losses as td
+from pipeline.core.errors import ConfigError
 
 BEST_DIR = "best"
 REPORT_FILE = "eval_report.json"
@@ -41,10 +42,10 @@ def metric_names(num_labels, distill):
 
 
 def check_metric(metric, num_labels, distill):
-  """Raises ValueError unless `metric` is one the task reports."""
+  """Raises ConfigError unless `metric` is one the task reports."""
   names = metric_names(num_labels, distill)
   if metric not in names:
-    raise ValueError(f"{metric!r} is not one of {list(names)}")
+    raise ConfigError(f"--best_metric={metric}: not one of {list(names)}")
 
 
 class ClassificationTask:

@@ -59,10 +59,7 @@ class ClassifierConfig:
                         "--teacher_checkpoint")
     if self.num_train_epochs <= 0 or not 0 <= self.warmup_proportion <= 1:
       raise ConfigError("--num_train_epochs must be > 0 and --warmup_proportion in [0, 1]")
-    try:
-      task_losses.TaskDistillConfig(self.alpha, self.temperature)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    task_losses.TaskDistillConfig(self.alpha, self.temperature)  # Checks them.
 
   @property
   def distill(self):
@@ -95,11 +92,8 @@ class ClassifierRecipe(run.Recipe):
     if c.distill.uses_teacher and not self.spec.has_teacher_logits:
       raise InputError(c.data_dir, f"classification records have no teacher logits: "
                        f"--alpha={c.alpha} needs extract_teacher_labels output")
-    try:
-      classification_training.check_metric(c.best_metric, self.spec.num_labels,
-                                           c.distill.uses_teacher)
-    except ValueError as e:
-      raise InputError("--best_metric", str(e)) from None
+    classification_training.check_metric(c.best_metric, self.spec.num_labels,
+                                         c.distill.uses_teacher)
     checkpoint = c.init_checkpoint if c.init_from == "checkpoint" else None
     self.bert_config = pretraining.model_config(
         c.model_config, self.manifest, pretraining.gelu_convention_for(checkpoint))

@@ -94,20 +94,16 @@ class PretrainingDistillRecipe(run.Recipe):
   def _distill_config(self):
     c, spec = self.config, self.spec
     method, label_t = (spec.label_method, spec.temperature) if spec else (None, None)
-    try:
-      temperature, kd_mode = setup.label_options(
-          method, label_t, c.temperature, c.kd_tail or "renormalize", c.kd_tail is not None)
-      if c.alpha == 0 and spec and kd_mode == "renormalize":
-        # docs/distillation_results.md: without hard labels a renormalized top-k
-        # target under-trains the rest of the vocab (below hard labels alone).
-        logging.warning("--alpha=0 with renormalized top-k targets trained worse than "
-                        "hard labels alone in docs/distillation_results.md; 0.5 is the "
-                        "default")
-      return distillation.DistillConfig(
-          c.alpha, temperature, kd_mode, c.nsp_weight, c.nsp_kd_weight,
-          c.hidden_mse_weight, c.attention_kl_weight, c.distill_phase)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    temperature, kd_mode = setup.label_options(
+        method, label_t, c.temperature, c.kd_tail or "renormalize", c.kd_tail is not None)
+    if c.alpha == 0 and spec and kd_mode == "renormalize":
+      # docs/distillation_results.md: without hard labels a renormalized top-k
+      # target under-trains the rest of the vocab (below hard labels alone).
+      logging.warning("--alpha=0 with renormalized top-k targets trained worse than "
+                      "hard labels alone in docs/distillation_results.md; 0.5 is the default")
+    return distillation.DistillConfig(
+        c.alpha, temperature, kd_mode, c.nsp_weight, c.nsp_kd_weight,
+        c.hidden_mse_weight, c.attention_kl_weight, c.distill_phase)
 
   def read_input(self):
     return self.manifest
@@ -139,14 +135,11 @@ class PretrainingDistillRecipe(run.Recipe):
 
   def build(self, loop, world):
     self.teacher = self._load_teacher(loop)
-    try:
-      if self.config.online_teacher:
-        task = distillation.OnlineDistillationTask(self.teacher, self.dconfig,
-                                                   self.student_config.num_hidden_layers)
-      else:
-        task = distillation.OfflineDistillationTask(self.dconfig)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    if self.config.online_teacher:
+      task = distillation.OnlineDistillationTask(self.teacher, self.dconfig,
+                                                 self.student_config.num_hidden_layers)
+    else:
+      task = distillation.OfflineDistillationTask(self.dconfig)
     return self._student(loop, world), task
 
   def _load_teacher(self, loop):

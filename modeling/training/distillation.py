@@ -39,6 +39,7 @@ import tensorflow as tf
 from modeling.losses import distill_losses as dl
 from modeling.losses import pretraining_losses
 from pipeline.records import schema
+from pipeline.core.errors import ConfigError
 
 DISTILL_PHASES = ("final", "backbone")
 _PRETRAINING_METRICS = ("mlm_accuracy", "mlm_loss", "nsp_accuracy",
@@ -71,7 +72,7 @@ class DistillConfig:
       problems.append("the backbone phase needs hidden_weight or "
                       "attention_weight > 0")
     if problems:
-      raise ValueError("; ".join(problems))
+      raise ConfigError("; ".join(problems))
 
   @property
   def uses_backbone(self):
@@ -171,7 +172,7 @@ class OfflineDistillationTask(_DistillationTask):
   def __init__(self, config):
     super().__init__(config)
     if config.uses_backbone:
-      raise ValueError("hidden/attention distillation needs the online "
+      raise ConfigError("hidden/attention distillation needs the online "
                        "teacher: the label cache holds predictions only")
     self.eval_metrics = _PRETRAINING_METRICS + (
         "teacher_agreement", "kd_loss")
@@ -221,7 +222,7 @@ class OnlineDistillationTask(_DistillationTask):
   def __init__(self, teacher, config, num_student_layers):
     super().__init__(config)
     if config.kd_mode == dl.SAMPLED:
-      raise ValueError("the online teacher gives full distributions: "
+      raise ConfigError("the online teacher gives full distributions: "
                        "kd_mode 'sampled' is for cached labels")
     self.teacher = teacher
     layers = dl.uniform_layer_map(teacher.config.num_hidden_layers,

@@ -13,6 +13,7 @@ from modeling.losses import distill_losses as dl
 from modeling.models import heads
 from modeling.models import student_init
 from pipeline.labels import pretraining_labels
+from pipeline.core.errors import ConfigError
 
 INIT_FROM = ("random", "teacher_layers", "checkpoint")
 
@@ -35,14 +36,14 @@ def initialize_student(student, init_from, teacher=None, checkpoint=None):
       that do not fit (teacher_layers needs equal widths).
   """
   if init_from not in INIT_FROM:
-    raise ValueError(f"init_from must be one of {INIT_FROM}")
+    raise ConfigError(f"init_from must be one of {INIT_FROM}")
   if init_from == "teacher_layers":
     if teacher is None:
-      raise ValueError("init_from=teacher_layers needs the teacher")
+      raise ConfigError("init_from=teacher_layers needs the teacher")
     student_init.init_student_from_teacher(student, teacher)
   elif init_from == "checkpoint":
     if not checkpoint:
-      raise ValueError("init_from=checkpoint needs a checkpoint path")
+      raise ConfigError("init_from=checkpoint needs a checkpoint path")
     loading.load_checkpoint(student, checkpoint)
 
 
@@ -67,15 +68,15 @@ def label_options(label_method, label_temperature, temperature, kd_tail,
   if temperature is None:
     temperature = 1.0 if label_temperature is None else label_temperature
   elif label_temperature is not None and temperature != label_temperature:
-    raise ValueError(f"temperature {temperature} but the teacher labels are "
+    raise ConfigError(f"temperature {temperature} but the teacher labels are "
                      f"at temperature {label_temperature}")
   if label_method is None and kd_tail_given:
-    raise ValueError("kd_tail applies to cached top-k labels; the online "
+    raise ConfigError("kd_tail applies to cached top-k labels; the online "
                      "teacher's KD is over the full vocab")
   if label_method != "sampled":
     return temperature, kd_tail
   if kd_tail_given:
-    raise ValueError("kd_tail applies to top-k labels; these are sampled "
+    raise ConfigError("kd_tail applies to top-k labels; these are sampled "
                      "(their unbiased estimator needs no tail option)")
   return temperature, dl.SAMPLED
 

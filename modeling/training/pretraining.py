@@ -53,7 +53,7 @@ def records_shapes(manifest, max_seq_length=None,
   """(S, P) of the records; values asked for must equal the records'.
 
   Args:
-    manifest: from pipeline.stage.read_input(dir, "create_pretraining_data").
+    manifest: of pretraining records (kinds.read(dir, kinds.PRETRAINING_RECORDS)).
     max_seq_length, max_predictions_per_seq: requested values, or None to
       take the records'.
 

@@ -31,7 +31,7 @@ from pipeline.core import stage
 from pipeline.labels import inference
 from pipeline.labels import packed_labels
 from pipeline.records import tfrecord
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 
 PRECISIONS = ("none", "bf16")
 
@@ -60,7 +60,7 @@ class LabelSettings:
     if self.seed < 0:
       problems.append("seed must be >= 0")
     if problems:
-      raise ValueError("; ".join(problems))
+      raise ConfigError("; ".join(problems))
 
 
 def check_vocab(manifest, vocab_file, what="records"):

@@ -33,7 +33,7 @@ from pipeline.core import stage
 from pipeline.records import tfrecord
 from pipeline.labels import packed_labels
 from pipeline.labels import pretraining_labels as labels_stage
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 
 PRECISIONS = labels_stage.PRECISIONS
 
@@ -54,7 +54,7 @@ class TaskLabelSettings:
     if self.mixed_precision not in PRECISIONS:
       problems.append(f"mixed_precision must be one of {PRECISIONS}")
     if problems:
-      raise ValueError("; ".join(problems))
+      raise ConfigError("; ".join(problems))
 
 
 def run_vocab_sha256(checkpoint):
@@ -176,7 +176,7 @@ def label_files(out, input_dir, names, step, shapes, progress=None):
   Args:
     out: the stage.StageOutput; input_dir: the classification records.
     step: make_step's function; shapes: (B, S, C).
-    progress: optional pipeline.progress.Progress counting records.
+    progress: optional pipeline.core.progress.Progress counting records.
   """
   todo = [name for name in names if not out.done(name)]
   labels_stage.check_records(input_dir, todo)  # before the first file is published

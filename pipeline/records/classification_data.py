@@ -40,7 +40,7 @@ import numpy as np
 from pipeline.records import schema
 from pipeline.core import stage
 from pipeline.records import tfrecord
-from pipeline.core.errors import InputError
+from pipeline.core.errors import ConfigError, InputError
 
 SPLITS = ("train", "dev", "test")
 FORMATS = ("tsv", "csv")
@@ -67,11 +67,11 @@ class TaskFormat:
 
   def __post_init__(self):
     if self.file_format not in FORMATS:
-      raise ValueError(f"format must be one of {FORMATS}, got {self.file_format!r}")
+      raise ConfigError(f"format must be one of {FORMATS}, got {self.file_format!r}")
     if not self.labels or len(set(self.labels)) != len(self.labels) or "" in self.labels:
-      raise ValueError(f"labels must be distinct and non-empty, got {list(self.labels)}")
+      raise ConfigError(f"labels must be distinct and non-empty, got {list(self.labels)}")
     if self.max_seq_length < (4 if self.is_pair else 3):
-      raise ValueError(f"max_seq_length {self.max_seq_length} leaves no room for text")
+      raise ConfigError(f"max_seq_length {self.max_seq_length} leaves no room for text")
 
   @property
   def is_pair(self):

@@ -45,12 +45,9 @@ class ClassificationRecordsConfig:
       raise ConfigError("give either --input_dir or --train_file/--dev_file/--test_file")
 
   def task_format(self):
-    try:
-      return cd.TaskFormat(self.format, self.has_header, self.text_a_column,
-                           self.text_b_column, self.label_column, tuple(self.labels),
-                           self.max_seq_length)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    return cd.TaskFormat(self.format, self.has_header, self.text_a_column,
+                         self.text_b_column, self.label_column, tuple(self.labels),
+                         self.max_seq_length)
 
 
 def _inputs(config, task):

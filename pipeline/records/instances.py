@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 
 import numpy as np
+from pipeline.core.errors import ConfigError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -41,15 +42,15 @@ class InstanceConfig:
 
   def __post_init__(self):
     if self.max_seq_length < 5:
-      raise ValueError(f"max_seq_length must be >= 5, got {self.max_seq_length}")
+      raise ConfigError(f"max_seq_length must be >= 5, got {self.max_seq_length}")
     if not 0 < self.max_predictions_per_seq <= self.max_seq_length:
-      raise ValueError("max_predictions_per_seq must be in [1, max_seq_length]")
+      raise ConfigError("max_predictions_per_seq must be in [1, max_seq_length]")
     if not 0.0 < self.masked_lm_prob < 1.0:
-      raise ValueError(f"masked_lm_prob must be in (0, 1), got {self.masked_lm_prob}")
+      raise ConfigError(f"masked_lm_prob must be in (0, 1), got {self.masked_lm_prob}")
     if not 0.0 <= self.short_seq_prob <= 1.0:
-      raise ValueError(f"short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+      raise ConfigError(f"short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
     if self.dupe_factor < 1:
-      raise ValueError(f"dupe_factor must be >= 1, got {self.dupe_factor}")
+      raise ConfigError(f"dupe_factor must be >= 1, got {self.dupe_factor}")
 
 
 @dataclasses.dataclass

@@ -7,7 +7,7 @@ Keeping that layout means the special ids match the published checkpoints and
 the unused slots stay available for task-specific tokens.
 
 The learning itself is tokenizers' WordPieceTrainer, fed text normalized and
-pre-tokenized by exactly the pipeline of pipeline.tokenization, so learned
+pre-tokenized by exactly the pipeline of pipeline.text.tokenization, so learned
 tokens are in the form BertTokenizer looks them up in.
 
 Two things are done around the trainer, which on its own is neither
