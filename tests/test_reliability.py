@@ -389,3 +389,19 @@ def test_readme_names_the_broken_page_counter(tmp_path):
            "--min_article_chars=1")
   stats = json.loads((out / "stats.json").read_text())
   assert stats[sentence.group(1)] == 1
+
+
+def test_disk_full_during_training_is_one_line(corpus, tmp_path):
+  """A checkpoint that does not fit: `cannot write`, the disk-full status, no traceback."""
+  from tests.test_pretrain_tool import _write_config  # pylint: disable=import-outside-toplevel
+  mnt = tmp_path / "mnt"
+  mnt.mkdir()
+  config = _write_config(tmp_path / "bert_config.json")
+  out = mnt / "run"
+  flags = [f"--bert_config_file={config}", f"--input_dir={corpus['records']}",
+           f"--output_dir={out}", "--train_batch_size=8", "--num_train_steps=4",
+           "--num_warmup_steps=1", "--save_checkpoints_steps=2"]
+  # 200 KB: the run's config and logs fit, a checkpoint with its optimizer slots does not.
+  proc = _in_mount_namespace(
+      f"mount -t tmpfs -o size=200k tmpfs {mnt} && {_tool_cmd('pretrain', *flags)}")
+  _one_line(proc, EXIT_NO_SPACE, str(out), "No space left on device")

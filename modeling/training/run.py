@@ -14,6 +14,7 @@ directory is claimed, so a bad flag is a one-line error and not a directory
 that then needs --overwrite.
 """
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -27,7 +28,7 @@ from modeling.training import optimization
 from modeling.training import trainer as trainer_lib
 from pipeline.core import stage
 from pipeline.core import world as world_lib
-from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.errors import ConfigError, InputError, OutputError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -217,13 +218,28 @@ def train(recipe, loop, output_dir, flag_values=None):
   loop_runner = trainer_lib.Trainer(model, optimizer, task, trainer_config(loop), output_dir,
                                     world, on_eval=recipe.on_eval(model, task, world,
                                                                   output_dir))
-  summary = loop_runner.train(train_data, eval_data)
+  with _disk_full_as_output_error(output_dir):
+    summary = loop_runner.train(train_data, eval_data)
   if not world.is_chief:
     return None
   files, summary, line = recipe.finish(out, summary, model)
   out.finalize(files, {"steps": summary["step"]}, summary)
   print(line)
   return summary
+
+
+@contextlib.contextmanager
+def _disk_full_as_output_error(output_dir):
+  """A full disk while saving (TensorFlow raises ResourceExhaustedError or another
+  OpError; Python OSError) is the one-line `cannot write` error with its exit
+  status; the checkpoints already written stay, so a rerun resumes."""
+  try:
+    yield
+  except (tf.errors.OpError, OSError) as e:
+    if not any(s in str(e) for s in ("No space left on device", "Disk quota exceeded")):
+      raise
+    raise OutputError(output_dir, "cannot write: No space left on device",
+                      no_space=True) from None
 
 
 def _verify_input(manifest, world):
