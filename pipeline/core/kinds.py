@@ -12,6 +12,8 @@ more entry here, not a new flag on five tools.
   task_data               fetch_task_data               GLUE-style TSV splits
   pretraining_records     create_pretraining_data       masked LM + NSP TFRecords
   classification_records  create_classification_data    one example per record
+  qa_records              create_qa_data                SQuAD windows (extractive QA) +
+                                                        the dev split's offsets sidecar
   distill_records         extract_teacher_labels        pretraining records + the
                                                         teacher's top-K / sampled targets
   task_distill_records    extract_task_labels           classification records + the
@@ -46,6 +48,7 @@ PRETRAINING_RECORDS = Kind("pretraining_records", ("create_pretraining_data",),
                            "pretraining records")
 CLASSIFICATION_RECORDS = Kind("classification_records", ("create_classification_data",),
                               "classification records")
+QA_RECORDS = Kind("qa_records", ("create_qa_data",), "extractive QA records")
 DISTILL_RECORDS = Kind("distill_records", ("extract_teacher_labels",),
                        "pretraining records with cached teacher labels")
 TASK_DISTILL_RECORDS = Kind("task_distill_records", ("extract_task_labels",),
@@ -54,7 +57,7 @@ PRETRAINING_RUN = Kind("pretraining_run", ("pretrain", "distill"), "a pretrainin
 CLASSIFIER_RUN = Kind("classifier_run", ("finetune", "distill_task"), "a classifier run")
 
 ALL = (DOCUMENTS, TEXT_SHARDS, TASK_DATA, PRETRAINING_RECORDS, CLASSIFICATION_RECORDS,
-       DISTILL_RECORDS, TASK_DISTILL_RECORDS, PRETRAINING_RUN, CLASSIFIER_RUN)
+       DISTILL_RECORDS, TASK_DISTILL_RECORDS, PRETRAINING_RUN, CLASSIFIER_RUN, QA_RECORDS)
 _BY_STAGE = {name: kind for kind in ALL for name in kind.stages}
 # Caches written before the task-label cache had a stage of its own: same
 # stage name as the pretraining labels, told apart by `num_labels`.

@@ -83,6 +83,30 @@ PRETRAINING_MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids",
 CLASSIFICATION_MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids")
 
 
+# Extractive QA records (SQuAD): google-research/bert run_squad's features, one
+# record per window of a context ([CLS] query [SEP] window [SEP], padded to S).
+# start/end_positions index the window's tokens; 0 ([CLS]) when the answer is
+# outside the window or the question has none. unique_id matches a window to
+# its entry in the dev split's examples.jsonl sidecar (offsets for mapping a
+# predicted span back to the context text).
+QA_FEATURES = (
+    Feature("unique_id", INT64, 1),
+    Feature("input_ids", INT64, "seq"),
+    Feature("input_mask", INT64, "seq"),
+    Feature("segment_ids", INT64, "seq"),
+    Feature("start_positions", INT64, 1),
+    Feature("end_positions", INT64, 1),
+    Feature("is_impossible", INT64, 1),
+)
+# Evaluation windows also say which question (example_index, its line in the
+# sidecar) and which of its windows (doc_span_index) they are.
+QA_EVAL_FEATURES = QA_FEATURES + (
+    Feature("example_index", INT64, 1),
+    Feature("doc_span_index", INT64, 1),
+)
+QA_MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids")
+
+
 def feature_lengths(features, max_seq_length, max_predictions_per_seq, num_labels=None):
   return {f.name: f.length(max_seq_length, max_predictions_per_seq, num_labels)
           for f in features}
