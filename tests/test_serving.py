@@ -20,7 +20,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from modeling.serving import layout
+from modeling.evaluation import serving_layout as layout
 from modeling.serving import model as model_lib
 from modeling.serving import server
 from pipeline.core.errors import ConfigError, InputError

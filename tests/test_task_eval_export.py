@@ -15,6 +15,7 @@ import pytest
 
 from modeling.evaluation import classification_metrics as cm
 from modeling.evaluation import task_evaluation as te
+from modeling.evaluation import serving_layout as layout
 from tests.conftest import run_tool, start_tool
 
 tf = pytest.importorskip("tensorflow")
@@ -172,7 +173,7 @@ def runs(task):
       "benchmark": start_tool("benchmark", f"--models={models}",
                               f"--input_dir={task['labels']}", f"--output_dir={out['bench']}",
                               "--throughput_batch=4", "--repeats=2", "--warmup=1"),
-      "export": start_tool("export", f"--checkpoint={task['distilled']}",
+      "export": start_tool("export", f"--checkpoint={task['distilled']}", "--version=3",
                            f"--input_dir={task['labels']}", f"--vocab_file={task['vocab']}",
                            f"--export_dir={out['export']}")}
   inp = te.read_task_records(task["records_pair"], task["vocab"])
@@ -253,7 +254,9 @@ def _assert_round_trip(export_dir, checkpoint, tsv_dir, records, pair, labels):
 
 
 def test_export_tool_single_text_round_trip(task, runs):
-  export_dir = runs["export"]
+  # --version=3: TF Serving's layout, which tools/serve.py (and TF Serving) resolve.
+  export_dir = os.path.join(runs["export"], "3")
+  assert layout.resolve_model_dir(runs["export"]) == (export_dir, 3)
   assert {"saved_model.pb", "variables", "task.json", "vocab.txt", "bert_config.json"} <= set(
       os.listdir(export_dir))
   with open(os.path.join(export_dir, "task.json")) as f:

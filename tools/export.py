@@ -27,6 +27,9 @@ flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model "
 flags.DEFINE_string("export_dir", None, "SavedModel directory (replaced).", required=True)
 flags.DEFINE_string("input_dir", None, "Classifiers: their classification records.")
 flags.DEFINE_string("vocab_file", None, "Classifiers: the records' vocab.txt.")
+flags.DEFINE_integer("version", None, "TensorFlow Serving's layout: write the SavedModel "
+                     "to <export_dir>/<version>/ (TF Serving, Triton and tools/serve.py "
+                     "serve the highest version).")
 flags.DEFINE_bool("task", False, "No longer needed (--input_dir's kind says it); accepted "
                   "for one release.")
 
@@ -39,7 +42,7 @@ def main(argv):
   export_run.export_model(export_run.ExportConfig(
       checkpoint=FLAGS.checkpoint, export_dir=FLAGS.export_dir,
       bert_config_file=FLAGS.bert_config_file, input_dir=FLAGS.input_dir,
-      vocab_file=FLAGS.vocab_file))
+      vocab_file=FLAGS.vocab_file, version=FLAGS.version))
 
 
 if __name__ == "__main__":

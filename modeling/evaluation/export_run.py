@@ -17,6 +17,7 @@ from modeling.evaluation import task_evaluation
 from modeling.evaluation import task_export
 from modeling.models import heads
 from modeling.networks import bert
+from modeling.evaluation import serving_layout as layout
 from modeling.training import pretraining
 from pipeline.core import kinds
 from pipeline.core import stage
@@ -30,6 +31,14 @@ class ExportConfig:
   bert_config_file: Optional[str] = None  # Default: the config beside a training run.
   input_dir: Optional[str] = None  # Classifiers: their classification records.
   vocab_file: Optional[str] = None  # Classifiers: the records' vocab.
+  version: Optional[int] = None  # TF Serving's layout: export into <export_dir>/<version>.
+
+  @property
+  def target_dir(self):
+    """Where the SavedModel goes (each export is written aside and renamed in)."""
+    if self.version is None:
+      return self.export_dir
+    return layout.versioned_export_dir(self.export_dir, self.version)
 
 
 def export_model(config):
@@ -74,8 +83,9 @@ def _export_pretrainer(config):
     loading.load_checkpoint(model, config.checkpoint)
   except (OSError, ValueError) as e:
     raise InputError(config.checkpoint, str(e)) from None
-  export.export_saved_model(model, config.export_dir)
-  print(f"export: {config.checkpoint} -> {config.export_dir}")
+  os.makedirs(os.path.dirname(os.path.abspath(config.target_dir)), exist_ok=True)
+  export.export_saved_model(model, config.target_dir)
+  print(f"export: {config.checkpoint} -> {config.target_dir}")
 
 
 def _export_classifier(config):
@@ -88,8 +98,9 @@ def _export_classifier(config):
   info = {"checkpoint": os.path.abspath(config.checkpoint), "records": inp.dir,
           "records_manifest_sha256": inp.manifest["_sha256"],
           "vocab_sha256": records.get("vocab_sha256")}
+  os.makedirs(os.path.dirname(os.path.abspath(config.target_dir)), exist_ok=True)
   task_export.export_text_classifier(
-      model, config.export_dir, config.vocab_file, records.get("do_lower_case", True),
+      model, config.target_dir, config.vocab_file, records.get("do_lower_case", True),
       inp.spec.max_seq_length, inp.spec.labels, pair, info)
-  print(f"export: {config.checkpoint} -> {config.export_dir} "
+  print(f"export: {config.checkpoint} -> {config.target_dir} "
         f"({'pair' if pair else 'single'} text, {len(inp.spec.labels)} labels)")

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from modeling.evaluation import task_export
-from modeling.serving import layout
+from modeling.evaluation import serving_layout as layout
 from pipeline.core.errors import InputError
 from pipeline.text import tokenization
 
