@@ -13,8 +13,10 @@ import pytest
 import tensorflow as tf
 
 from pipeline.core.errors import InputError
+from pipeline.inputs import qa_dataset
 from pipeline.records import qa_data
 from pipeline.records import qa_stage
+from pipeline.records import schema
 from pipeline.records import tfrecord
 from pipeline.text.tokenization import BertTokenizer, prepare_text
 from tests.conftest import ROOT, run_tool, tree_bytes
@@ -211,6 +213,29 @@ def test_exact_records_of_two_questions(two, tok):
   assert entry["windows"] == [{"unique_id": 1000000000, "doc_span_index": 0, "span_start": 0,
                                "span_length": 5, "doc_offset": 4,
                                "max_context": [1, 1, 1, 1, 1]}]
+
+
+def test_readers_give_the_records_as_int32_batches(two, vocab, tok):
+  """pipeline/inputs/qa_dataset.py parses what the stage wrote, from the schema."""
+  _, out = two
+  manifest, spec = qa_dataset.read_qa_input(out, vocab)
+  assert (spec.max_seq_length, spec.version, spec.eval_splits) == (16, "v2.0", ("dev",))
+  (dev,) = list(qa_dataset.eval_dataset(out, spec, 4))
+  assert sorted(dev) == sorted(f.name for f in schema.QA_EVAL_FEATURES)
+  assert dev["input_ids"].dtype.name == "int32" and dev["input_ids"].shape == (1, 16)
+  assert dev["is_impossible"].numpy().tolist() == [[1]]
+  train = next(iter(qa_dataset.train_dataset(out, spec, 2, seed=1, shuffle_buffer_size=0)))
+  assert sorted(train) == sorted(f.name for f in schema.QA_FEATURES)
+  assert train["start_positions"].numpy().tolist() == [[12], [12]]  # One record, repeated.
+  with pytest.raises(InputError, match="were made with another vocab"):
+    qa_dataset.read_qa_input(out, _other_vocab(vocab, manifest))
+
+
+def _other_vocab(vocab, manifest):
+  other = os.path.join(os.path.dirname(manifest["_dir"]), "other_vocab.txt")
+  with open(vocab, encoding="utf-8") as f, open(other, "w", encoding="utf-8") as g:
+    g.write(f.read() + "extra\n")
+  return other
 
 
 def test_manifest_and_stats(two, vocab):

@@ -1,0 +1,80 @@
+"""tf.data input for extractive QA records (create_qa_data output).
+
+Shape legend: B=batch (per rank, per micro-step), S=max_seq_length.
+
+Batches are {input_ids, input_mask, segment_ids [B,S], start_positions,
+end_positions, is_impossible, unique_id [B,1]} int32, plus example_index and
+doc_span_index [B,1] for evaluation windows (schema.QA_EVAL_FEATURES): a
+prediction for window `unique_id` goes back to its question through the
+split's examples.jsonl sidecar (pipeline/records/qa_data.py).
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from pipeline.core import kinds
+from pipeline.inputs import parsing
+from pipeline.records import schema
+
+TRAIN, DEV = "train", "dev"
+
+
+@dataclasses.dataclass(frozen=True)
+class QaSpec:
+  """What a reader and a span model need to know about QA records."""
+  max_seq_length: int
+  vocab_size: int
+  version: str  # "v1.1", or "v2.0" (questions may have no answer).
+  eval_splits: tuple  # Splits written with the evaluation features.
+
+  @classmethod
+  def from_manifest(cls, manifest):
+    config = manifest["config"]
+    return cls(int(config["max_seq_length"]), int(config["vocab_size"]), config["version"],
+               tuple(config.get("eval_splits", ())))
+
+  def features(self, split):
+    return schema.QA_EVAL_FEATURES if split in self.eval_splits else schema.QA_FEATURES
+
+  def parse_fn(self, split):
+    """serialized records [B] -> {name: [B, length]} (see the module doc)."""
+    return parsing.parse_fn(self.features(split), self.max_seq_length)
+
+
+def read_qa_input(data_dir, vocab_file):
+  """(manifest, QaSpec) of completed QA records made with `vocab_file`.
+
+  Raises:
+    InputError: incomplete input, another kind of data, or another vocab.
+  """
+  _, manifest = kinds.read(data_dir, kinds.QA_RECORDS)
+  kinds.check_vocab(manifest, vocab_file)
+  return manifest, QaSpec.from_manifest(manifest)
+
+
+def _rank_records(data_dir, split, rank, world_size):
+  if not 0 <= rank < world_size:
+    raise ValueError(f"rank {rank} is not in [0, {world_size})")
+  records = tf.data.TFRecordDataset(schema.record_paths(data_dir, split))
+  return records.shard(world_size, rank) if world_size > 1 else records
+
+
+def train_dataset(data_dir, spec, batch_size, seed, rank=0, world_size=1,
+                  shuffle_buffer_size=1000, split=TRAIN):
+  """Endless shuffled training batches of this rank's share (drop remainder);
+  the order depends only on (files, seed, rank)."""
+  records = _rank_records(data_dir, split, rank, world_size)
+  if shuffle_buffer_size > 1:
+    records = records.shuffle(shuffle_buffer_size, seed=seed + rank,
+                              reshuffle_each_iteration=True)
+  batches = records.repeat().batch(batch_size, drop_remainder=True)
+  batches = batches.map(spec.parse_fn(split), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+  return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(data_dir, spec, batch_size, split=DEV, rank=0, world_size=1):
+  """One pass over this rank's share of a split, in record order (last batch short)."""
+  records = _rank_records(data_dir, split, rank, world_size)
+  return records.batch(batch_size).map(spec.parse_fn(split)).prefetch(tf.data.AUTOTUNE)
