@@ -31,6 +31,7 @@ import tensorflow as tf
 from pipeline.core import kinds
 from pipeline.core.errors import InputError
 from pipeline.inputs import parsing
+from pipeline.inputs import split_records
 from pipeline.records import schema
 
 TRAIN, DEV, TEST = "train", "dev", "test"
@@ -106,33 +107,16 @@ def split_size(manifest, split):
       tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
 
 
-def _rank_records(data_dir, split, rank, world_size):
-  if not 0 <= rank < world_size:
-    raise ValueError(f"rank {rank} is not in [0, {world_size})")
-  records = tf.data.TFRecordDataset(schema.record_paths(data_dir, split))
-  return records.shard(world_size, rank) if world_size > 1 else records
-
-
 def train_dataset(data_dir, spec, batch_size, seed, rank=0, world_size=1,
                   shuffle_buffer_size=1000, split=TRAIN):
-  """Endless shuffled training batches of this rank's share (drop remainder).
-
-  The order depends only on (files, seed, rank); the iterator can be saved
-  with tf.train.Checkpoint(iterator=...) to resume at the exact position.
-  """
-  records = _rank_records(data_dir, split, rank, world_size)
-  if shuffle_buffer_size > 1:
-    records = records.shuffle(shuffle_buffer_size, seed=seed + rank,
-                              reshuffle_each_iteration=True)
-  batches = records.repeat().batch(batch_size, drop_remainder=True)
-  batches = batches.map(spec.parse_fn(), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
-  return batches.prefetch(tf.data.AUTOTUNE)
+  """Endless shuffled training batches of this rank's share (drop remainder)."""
+  records = split_records.rank_records(data_dir, split, rank, world_size)
+  return split_records.train_batches(records, spec.parse_fn(), batch_size, seed, rank,
+                                     shuffle_buffer_size)
 
 
 def eval_dataset(data_dir, spec, batch_size, split=DEV, rank=0,
                  world_size=1):
   """One pass over this rank's share of a split (last batch may be short)."""
-  records = _rank_records(data_dir, split, rank, world_size)
-  return records.batch(batch_size).map(spec.parse_fn()).prefetch(
-      tf.data.AUTOTUNE)
+  records = split_records.rank_records(data_dir, split, rank, world_size)
+  return split_records.eval_batches(records, spec.parse_fn(), batch_size)
