@@ -56,9 +56,8 @@ def main(argv):
   if FLAGS.task:
     print("benchmark: --task is no longer needed: --input_dir's manifest says what it is",
           file=sys.stderr)
-  given = frozenset(f.name for f in FLAGS.get_flags_for_module(sys.argv[0]) if f.present)
   runs.benchmark(runs.BenchmarkConfig(
-      models=runs.parse_models(FLAGS.models), given=given,
+      models=runs.parse_models(FLAGS.models), given=cli.given_flags(),
       **{name: FLAGS[name].value for name in _NAMES}))
 
 

@@ -65,13 +65,11 @@ def main(argv):
   if FLAGS.task:
     print("distill: --task is no longer needed: the labels' manifest says what they are",
           file=sys.stderr)
-  given = frozenset(f.name for module in (sys.argv[0], _classifier_flags.__name__)
-                    for f in FLAGS.get_flags_for_module(module) if f.present)
   config = distill_runs.DistillRunConfig(
       **{name: FLAGS[name].value for name in _NAMES},
       kd_tail=FLAGS.kd_tail if FLAGS["kd_tail"].present else None,
       classifier={name: FLAGS[name].value for name in _classifier_flags.NAMES},
-      given=given)
+      given=cli.given_flags(sys.argv[0], _classifier_flags.__name__))
   distill_runs.distill(config, training.loop_config(), training.flag_values(sys.argv[0]))
 
 

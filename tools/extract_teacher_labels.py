@@ -67,10 +67,9 @@ def main(argv):
   if FLAGS.task:
     print("extract_teacher_labels: --task is no longer needed: the records' manifest "
           "says what they are", file=sys.stderr)
-  given = frozenset(f.name for f in FLAGS.get_flags_for_module(sys.argv[0]) if f.present)
   teacher_labels.extract_labels(teacher_labels.LabelRunConfig(
       **{name: FLAGS[name].value for name in _NAMES}, splits=tuple(FLAGS.splits),
-      given=given))
+      given=cli.given_flags()))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,12 @@ from modeling.losses import task_losses
 from modeling.models import classification
 from modeling.models import student_init
 from modeling.training import classification_training
+from modeling.training import distillation_setup as setup
 from modeling.training import pretraining
 from modeling.training import run
 from pipeline.core import kinds
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.inputs import classification_dataset
-
-INIT_FROM = ("random", "checkpoint", "teacher_layers")
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClassifierConfig:
@@ -51,8 +49,8 @@ class ClassifierConfig:
   stage: str = "finetune"  # The output's stage name: finetune | distill_task.
 
   def __post_init__(self):
-    if self.init_from not in INIT_FROM:
-      raise ConfigError(f"--init_from={self.init_from}: one of {INIT_FROM}")
+    if self.init_from not in setup.INIT_FROM:
+      raise ConfigError(f"--init_from={self.init_from}: one of {setup.INIT_FROM}")
     if self.init_from == "teacher_layers" and not (self.teacher_config and
                                                   self.teacher_checkpoint):
       raise ConfigError("--init_from=teacher_layers needs --teacher_config and "

@@ -6,11 +6,12 @@ optimizer, precision, checkpoints: what every run shares) and an output
 directory that follows the stage contract:
 
   world -> read input -> resolve the loop -> datasets -> model + task -> identity
-        -> claim the output (no-op if complete) -> train_config.json
+        -> claim (no-op if complete) -> input contents checked -> train_config.json
         -> optimizer -> Trainer.train (resumes) -> publish (rank 0)
 
 Everything that can be wrong with the settings is checked before the output
-directory is claimed, so a bad flag is a one-line error and not a directory
+directory is claimed (the input's contents right after: a finished run does not
+re-read its input), so a bad flag is a one-line error and not a directory
 that then needs --overwrite.
 """
 
@@ -199,7 +200,6 @@ def train(recipe, loop, output_dir, flag_values=None):
   """
   world = initialize_world(loop)
   manifest = recipe.read_input()
-  _verify_input(manifest, world)
   loop = recipe.resolve_loop(loop, manifest).check()
   micro = loop.micro_batch_size(world.size)
   train_data, eval_data = recipe.datasets(loop, world)
@@ -211,6 +211,9 @@ def train(recipe, loop, output_dir, flag_values=None):
     if world.is_chief:
       print(f"{recipe.stage}: {output_dir} is complete (nothing to do)")
     return None
+  # After the no-op check (a finished run does not re-read its input), before
+  # the first step: a changed or corrupt file is one line, not a DataLossError.
+  _verify_input(manifest, world)
   if world.is_chief:
     _write_train_config(out, identity, manifest, loop, flag_values)
     print(_first_line(recipe, loop, world, micro, output_dir), file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ Exit statuses of the stage tools:
 import sys
 
 from absl import app
+from absl import flags
 
 from pipeline.core.errors import ConfigError, InputError, OutputBusyError, OutputError
 
@@ -47,3 +48,12 @@ def run(main):
       sys.exit(EXIT_INPUT_ERROR)
 
   app.run(wrapped)
+
+
+def given_flags(*modules):
+  """Names of the flags the user gave on the command line, among those `modules`
+  define (default: the tool's own, which absl files under sys.argv[0]). Commands
+  that follow their input's kind refuse the given ones that do not apply to it."""
+  modules = modules or (sys.argv[0],)
+  return frozenset(f.name for module in modules
+                   for f in flags.FLAGS.get_flags_for_module(module) if f.present)
