@@ -27,12 +27,15 @@ if [ ! -x "$PY" ]; then
   "$PYTHON_BIN" -m venv "$VENV"
 fi
 
-req_hash="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+# The stamp covers both files: a changed pin in either reinstalls.
+req_hash="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-test.txt" | sha256sum | cut -d' ' -f1)"
 stamp="$VENV/.requirements.sha256"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$req_hash" ]; then
-  log "installing requirements.txt"
+  log "installing requirements.txt and requirements-test.txt"
   "$PY" -m pip install -q --upgrade pip setuptools wheel
   "$PY" -m pip install -q -r "$ROOT/requirements.txt"
+  # Test-only (transformers + the CPU torch on disk); requirements.txt's pins hold.
+  "$PY" -m pip install -q -r "$ROOT/requirements-test.txt" -c "$ROOT/requirements.txt"
   echo "$req_hash" > "$stamp"
 fi
 

@@ -7,6 +7,10 @@
   python tools/distill.py --student_config=student_4l_312d --vocab_file=... \
       --teacher_labels_dir=out/task/labels --output_dir=out/task/student --temperature=2 \
       --init_from=checkpoint --init_checkpoint=out/student   # task distill records
+  python tools/distill.py ... --teacher_labels_dir=out/task/labels --distill_phase=backbone \
+      --teacher_config=T.json --teacher_checkpoint=out/task/teacher/best \
+      --hidden_mse_weight=1 --attention_kl_weight=1 --output_dir=out/task/phase1  # then
+      the default phase with --init_from=checkpoint --init_checkpoint=out/task/phase1
   mpirun -np 8 python tools/distill.py ... (Horovod, one rank per GPU)
 
 What is trained follows --teacher_labels_dir's kind: pretraining labels train a
@@ -44,10 +48,13 @@ flags.DEFINE_float("temperature", None, "T (default: the labels'; online and tas
 flags.DEFINE_enum("kd_tail", "renormalize", distill_losses.KD_TAILS, "Top-k tail option.")
 flags.DEFINE_float("nsp_weight", 1.0, "Hard-label NSP loss weight.")
 flags.DEFINE_float("nsp_kd_weight", 0.0, "NSP KL-to-teacher weight.")
-flags.DEFINE_float("hidden_mse_weight", 0.0, "Hidden-state MSE weight (online).")
-flags.DEFINE_float("attention_kl_weight", 0.0, "Attention KL weight (online).")
+flags.DEFINE_float("hidden_mse_weight", 0.0, "Hidden-state MSE weight (online teacher).")
+flags.DEFINE_float("attention_kl_weight", 0.0, "Attention KL weight (online teacher).")
 flags.DEFINE_enum("distill_phase", "final", distillation.DISTILL_PHASES,
-                  "backbone: hidden/attention losses only; final: all.")
+                  "backbone: hidden/attention losses only (tasks: phase 1, online "
+                  "teacher); final: all (tasks: the logits loss).")
+flags.DEFINE_string("layer_map", "uniform", "Teacher layer per student layer for the "
+                    "hidden/attention terms: uniform, last_k or a list (2,4).")
 flags.DEFINE_enum("init_from", "random", distillation_setup.INIT_FROM, "Student init.")
 flags.DEFINE_string("init_checkpoint", None, "Weights for --init_from=checkpoint.")
 flags.DEFINE_bool("task", False, "No longer needed (the labels' kind says it); accepted "
@@ -56,7 +63,7 @@ flags.DEFINE_bool("task", False, "No longer needed (the labels' kind says it); a
 _NAMES = ("student_config", "vocab_file", "output_dir", "teacher_labels_dir", "online_teacher",
           "records_dir", "teacher_config", "teacher_checkpoint", "alpha", "temperature",
           "nsp_weight", "nsp_kd_weight", "hidden_mse_weight", "attention_kl_weight",
-          "distill_phase", "init_from", "init_checkpoint")
+          "distill_phase", "layer_map", "init_from", "init_checkpoint")
 
 
 def main(argv):

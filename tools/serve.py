@@ -24,8 +24,9 @@ flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: all int
 flags.DEFINE_integer("port", 8501, "TCP port (8501 is TF Serving's REST port).")
 flags.DEFINE_integer("max_batch_size", 32, "Most rows per model call; bigger requests "
                      "are split.")
-flags.DEFINE_float("batch_timeout_ms", 5.0, "Longest a request waits for others to "
-                   "share its model call.")
+flags.DEFINE_float("batch_timeout_ms", 0.0, "Longest a request waits for others to "
+                   "share its model call (0: none; a batch is what queued while the last "
+                   "model call ran).")
 flags.DEFINE_integer("max_request_bytes", 1 << 20, "Larger request bodies get 413.")
 flags.DEFINE_integer("max_instances", 256, "More instances per request get 400.")
 

@@ -38,9 +38,10 @@ def load_tf1_checkpoint(model, ckpt_prefix):
   """Loads Google's TF1 BERT checkpoint (e.g. ".../bert_model.ckpt").
 
   Args:
-    model: BertModel, BertPretrainer or BertClassifier. `cls/*` entries are
-      skipped for models without pre-training heads, and run_classifier's
-      `output_weights/output_bias` for models that are not classifiers.
+    model: BertModel, BertPretrainer, BertClassifier or BertSpanLabeler.
+      `cls/*` entries are skipped for models without pre-training heads,
+      run_classifier's `output_weights/output_bias` for models that are not
+      classifiers, run_squad's `cls/squad/*` for models without a span head.
     ckpt_prefix: the prefix, without ".index". A `bert_config.json` beside it
       is checked against the model's config.
 
@@ -56,8 +57,8 @@ def load_tf1_checkpoint(model, ckpt_prefix):
   if is_object_based(shapes):
     raise ValueError(f"checkpoint {ckpt_prefix}: a TF2 object-based "
                      "checkpoint, not Google's TF1 name-based layout")
-  skipped = name_map.absent_head_prefixes(model, "cls/",
-                                          ["output_weights", "output_bias"])
+  skipped = name_map.absent_head_prefixes(model, "cls/", ["output_weights", "output_bias"],
+                                          ["cls/squad/"])
   plan = name_map.plan_load(
       name_map.model_params(model), shapes, "tf1",
       lambda name: bool(_TF1_IGNORED.search(name)) or name.startswith(skipped))

@@ -14,6 +14,7 @@ import tensorflow as tf
 from modeling.checkpoints import google
 from modeling.checkpoints import hf
 from modeling.checkpoints import training
+from modeling.networks import bert as bert_lib
 
 
 def _tf_prefix_in_directory(directory):
@@ -95,3 +96,23 @@ def load_checkpoint(model, path):
   if fmt == "tf1":
     return google.load_tf1_checkpoint(model, path)
   return training.load_model_weights(model, path)
+
+
+def stored_config(path):
+  """The BertConfig stored beside a checkpoint (ours, Google's or HF's).
+
+  Raises:
+    ValueError: nothing loadable at `path`, or no config file beside it.
+  """
+  fmt, resolved = resolve_checkpoint(path)
+  directory = resolved if os.path.isdir(resolved) else os.path.dirname(resolved)
+  if fmt == "hf":
+    name, convention = "config.json", "hf"
+  elif fmt == "tf1":
+    name, convention = "bert_config.json", "google"
+  else:
+    name, convention = training.CONFIG_FILE, "hf"
+  config_path = os.path.join(directory, name)
+  if not os.path.isfile(config_path):
+    raise ValueError(f"checkpoint {path}: no {name} beside the weights (pass the config)")
+  return bert_lib.BertConfig.from_json_file(config_path, convention)

@@ -113,11 +113,12 @@ def _pretrainer_head_params(model):
                                mlm.layer_norm)
   params.append(_param("cls/predictions/output_bias", "cls.predictions.bias",
                        mlm.output_bias))
-  # Google stores output_weights as [2,H]; the Keras kernel is [H,2].
+  # Google stores output_weights as [2,H]; the Keras kernel is [H,2]. Optional: an
+  # MLM-only checkpoint (HF BertForMaskedLM) has no NSP head, which keeps its init.
   params += _dense_params("cls/seq_relationship/output_weights",
                           "cls/seq_relationship/output_bias",
                           "cls.seq_relationship", model.next_sentence,
-                          tf1_transposed=True)
+                          tf1_transposed=True, required=False)
   return params
 
 
@@ -128,8 +129,15 @@ def _classifier_head_params(model):
                        model.classifier, tf1_transposed=True, required=False)
 
 
+def _span_head_params(model):
+  # run_squad.py (cls/squad/output_*, [2,H]) / BertForQuestionAnswering
+  # (qa_outputs.*) names. Optional, as the classifier's.
+  return _dense_params("cls/squad/output_weights", "cls/squad/output_bias", "qa_outputs",
+                       model.span_outputs, tf1_transposed=True, required=False)
+
+
 def model_params(model):
-  """Lists every variable of a BertModel/BertPretrainer/BertClassifier.
+  """Lists every variable of a BertModel/BertPretrainer/BertClassifier/BertSpanLabeler.
 
   Builds the model first if needed. The order is Google's variable order.
   """
@@ -139,6 +147,8 @@ def model_params(model):
     params += _pretrainer_head_params(model)
   elif isinstance(model, heads.BertClassifier):
     params += _classifier_head_params(model)
+  elif isinstance(model, heads.BertSpanLabeler):
+    params += _span_head_params(model)
   return params
 
 
@@ -147,13 +157,15 @@ def tf1_variable_map(model):
   return {p.tf1_name: p.variable for p in model_params(model)}
 
 
-def absent_head_prefixes(model, pretrainer_prefix, classifier_prefixes):
+def absent_head_prefixes(model, pretrainer_prefix, classifier_prefixes, span_prefixes=()):
   """Checkpoint name prefixes of heads that `model` doesn't have (skipped)."""
   prefixes = []
   if not isinstance(model, heads.BertPretrainer):
     prefixes.append(pretrainer_prefix)
   if not isinstance(model, heads.BertClassifier):
     prefixes += classifier_prefixes
+  if not isinstance(model, heads.BertSpanLabeler):
+    prefixes += span_prefixes
   return tuple(prefixes)
 
 

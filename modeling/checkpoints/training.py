@@ -115,8 +115,8 @@ def _model_node_children(prefix):
 def stored_model(prefix, config):
   """An empty model of the class whose weights the checkpoint holds.
 
-  BertPretrainer, BertClassifier (with the stored number of labels) or
-  BertModel, of `config`; read from the checkpoint's object graph only.
+  BertPretrainer, BertClassifier (with the stored number of labels),
+  BertSpanLabeler or BertModel, of `config`; read from the checkpoint's object graph only.
   """
   children, (graph, reader) = _model_node_children(prefix)
   if "masked_lm" in children:
@@ -127,6 +127,8 @@ def stored_model(prefix, config):
     shapes = reader.get_variable_to_shape_map()
     num_labels = shapes[kernel.attributes[0].checkpoint_key][1]
     return heads.BertClassifier(config, num_labels)
+  if "span_outputs" in children:
+    return heads.BertSpanLabeler(config)
   return bert_lib.BertModel(config)
 
 

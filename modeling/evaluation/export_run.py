@@ -1,10 +1,18 @@
-"""tools/export.py: a checkpoint as a SavedModel; what is exported follows the kinds.
+"""tools/export.py: a checkpoint as a SavedModel, a Hugging Face directory or ONNX.
 
+--format=saved_model (default): what is exported follows the kinds.
   a pretraining run (or Google / HF weights)  -> serving_default (token ids in,
       MLM + NSP logits out) and encoder signatures (modeling/evaluation/export.py);
   a classifier, with its classification records as --input_dir -> raw text in,
       probabilities and label out, tokenization in the graph
-      (modeling/evaluation/task_export.py).
+      (modeling/evaluation/task_export.py);
+  a span (QA) model, with its QA records as --input_dir -> question and context
+      strings in, the answer text, its character span and score out, windows and
+      tokenization in the graph (modeling/evaluation/qa_export.py).
+--format=hf: config.json + model.safetensors + tokenizer files that transformers
+  loads as BertForMaskedLM / BertForSequenceClassification / BertForQuestionAnswering
+  (modeling/evaluation/hf_export.py).
+--format=onnx: an ONNX Runtime graph, optionally int8 (modeling/evaluation/onnx_export.py).
 """
 
 import dataclasses
@@ -13,6 +21,9 @@ from typing import Optional
 
 from modeling.checkpoints import loading
 from modeling.evaluation import export
+from modeling.evaluation import hf_export
+from modeling.evaluation import qa_evaluation
+from modeling.evaluation import qa_export
 from modeling.evaluation import task_evaluation
 from modeling.evaluation import task_export
 from modeling.models import heads
@@ -23,15 +34,50 @@ from pipeline.core import kinds
 from pipeline.core import stage
 from pipeline.core.errors import ConfigError, InputError
 
+FORMATS = ("saved_model", "hf", "onnx")
+QUANTIZE_MODES = ("none", "dynamic", "static")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExportConfig:
   checkpoint: str
   export_dir: str
+  format: str = "saved_model"  # One of FORMATS.
   bert_config_file: Optional[str] = None  # Default: the config beside a training run.
   input_dir: Optional[str] = None  # Classifiers: their classification records.
-  vocab_file: Optional[str] = None  # Classifiers: the records' vocab.
-  version: Optional[int] = None  # TF Serving's layout: export into <export_dir>/<version>.
+  vocab_file: Optional[str] = None  # Classifiers (hf: every model): the records' vocab.
+  # TF Serving's layout: export into <export_dir>/<version> (any format: a server of
+  # that layout picks the highest; from_pretrained takes the version directory).
+  version: Optional[int] = None
+  do_lower_case: Optional[bool] = None  # hf: the tokenizer's (default the records', else True).
+  quantize: str = "none"  # onnx: one of QUANTIZE_MODES (int8 weights; static: activations too).
+  calibration_dir: Optional[str] = None  # onnx, static: records to calibrate on.
+  calibration_examples: int = 300  # onnx, static: how many of them.
+
+  def __post_init__(self):
+    problems = self._problems()
+    if problems:
+      raise ConfigError("; ".join(problems))
+
+  def _problems(self):
+    problems = []
+    if self.format not in FORMATS:
+      problems.append(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+    if self.quantize not in QUANTIZE_MODES:
+      problems.append(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, "
+                      f"got {self.quantize!r}")
+    elif self.quantize != "none" and self.format != "onnx":
+      problems.append(f"--quantize={self.quantize} needs --format=onnx")
+    if self.calibration_dir and self.quantize != "static":
+      problems.append("--calibration_dir applies to --quantize=static only")
+    if isinstance(self.calibration_examples, bool) or not isinstance(
+        self.calibration_examples, int) or self.calibration_examples < 1:
+      problems.append(f"--calibration_examples must be a positive integer, "
+                      f"got {self.calibration_examples!r}")
+    if self.do_lower_case is not None and self.format != "hf":
+      problems.append("--do_lower_case applies to --format=hf only (the other formats "
+                      "take the records' or tokenize outside the model)")
+    return problems
 
   @property
   def target_dir(self):
@@ -42,13 +88,24 @@ class ExportConfig:
 
 
 def export_model(config):
-  """Exports `config.checkpoint` the way its kind (and the input's) says."""
+  """Exports `config.checkpoint` in config.format, the way its kind (and the input's) says."""
+  if config.format == "hf":
+    return hf_export.export_checkpoint(config)
+  if config.format == "onnx":
+    # Imported here: onnxruntime is heavy, and only this format needs it.
+    from modeling.evaluation import onnx_export  # pylint: disable=import-outside-toplevel
+    return onnx_export.export_checkpoint(config)
   if config.input_dir:
-    kinds.read(config.input_dir, kinds.CLASSIFICATION_RECORDS, kinds.TASK_DISTILL_RECORDS)
+    kind, _ = kinds.read(config.input_dir, kinds.CLASSIFICATION_RECORDS,
+                         kinds.TASK_DISTILL_RECORDS, kinds.QA_RECORDS,
+                         kinds.QA_DISTILL_RECORDS)
+    if kind in (kinds.QA_RECORDS, kinds.QA_DISTILL_RECORDS):
+      return _export_span_model(config)
     return _export_classifier(config)
-  if _run_kind(config.checkpoint) == kinds.CLASSIFIER_RUN:
-    raise ConfigError(f"{config.checkpoint} is a classifier: give --input_dir (its "
-                      "classification records) and --vocab_file for a raw-text export")
+  run_kind = _run_kind(config.checkpoint)
+  if run_kind in (kinds.CLASSIFIER_RUN, kinds.QA_RUN):
+    raise ConfigError(f"{config.checkpoint} is {run_kind.what}: give --input_dir (its "
+                      "records) and --vocab_file for a raw-text export")
   return _export_pretrainer(config)
 
 
@@ -104,3 +161,23 @@ def _export_classifier(config):
       inp.spec.max_seq_length, inp.spec.labels, pair, info)
   print(f"export: {config.checkpoint} -> {config.target_dir} "
         f"({'pair' if pair else 'single'} text, {len(inp.spec.labels)} labels)")
+
+
+def _export_span_model(config):
+  if not config.vocab_file:
+    raise ConfigError("a QA export needs --vocab_file (the records' vocab)")
+  inp = qa_evaluation.read_qa_eval_input(config.input_dir, "dev", config.vocab_file)
+  model = qa_evaluation.load_span_model(config.checkpoint, inp, config.bert_config_file)
+  records = inp.manifest["config"]
+  windows, predictions = qa_export.configs_from_manifest(records)
+  info = {"checkpoint": os.path.abspath(config.checkpoint), "records": inp.dir,
+          "records_manifest_sha256": inp.manifest["_sha256"],
+          "vocab_sha256": records.get("vocab_sha256")}
+  os.makedirs(os.path.dirname(os.path.abspath(config.target_dir)), exist_ok=True)
+  try:
+    qa_export.export_text_qa(model, config.target_dir, config.vocab_file, windows,
+                             predictions, info)
+  except ValueError as e:
+    raise InputError(config.checkpoint, str(e)) from None
+  print(f"export: {config.checkpoint} -> {config.target_dir} (question + context -> "
+        f"answer, SQuAD {inp.spec.version})")

@@ -228,18 +228,24 @@ def predict(examples, unique_ids, start_logits, end_logits, config):
   return out
 
 
-def write_predictions(predictions, output_dir, version_2_with_negative):
-  """Writes predictions.json ({id: text}, the official format),
-  nbest_predictions.json and, for v2.0, null_odds.json; returns their paths."""
-  os.makedirs(output_dir, exist_ok=True)
+def prediction_files(predictions, version_2_with_negative):
+  """{file name: JSON text}: predictions.json ({id: text}, the official format),
+  nbest_predictions.json and, for v2.0, null_odds.json (evaluate-v2.0's
+  --na-prob-file)."""
   files = {"predictions.json": {q: p.text for q, p in predictions.items()},
            "nbest_predictions.json": {q: p.nbest for q, p in predictions.items()}}
   if version_2_with_negative:
     files["null_odds.json"] = {q: p.null_odds for q, p in predictions.items()}
+  return {name: json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+          for name, obj in files.items()}
+
+
+def write_predictions(predictions, output_dir, version_2_with_negative):
+  """Writes prediction_files into output_dir; returns their paths."""
+  os.makedirs(output_dir, exist_ok=True)
   paths = []
-  for name, obj in files.items():
+  for name, text in prediction_files(predictions, version_2_with_negative).items():
     paths.append(os.path.join(output_dir, name))
     with open(paths[-1], "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=2, ensure_ascii=False)
-      f.write("\n")
+      f.write(text)
   return paths

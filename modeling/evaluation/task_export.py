@@ -156,14 +156,10 @@ def export_text_classifier(model, export_dir, vocab_file, do_lower_case,
     vocab_file, do_lower_case, max_seq_length: how its records were made.
     labels: the C label names (index = class id); pair: two text inputs.
     info: JSON-able provenance kept in task.json.
-  Written to a sibling temp directory and renamed: export_dir is either
-  absent, the previous export or the complete new one.
+  Published atomically (publish_export).
   """
   if len(labels) != model.num_labels:
     raise ValueError(f"{len(labels)} label names for {model.num_labels} classes")
-  export_dir = os.path.abspath(export_dir)
-  tmp = f"{export_dir}.tmp.{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
   serving = float32_copy(model)
   encoder = TextEncoder(vocab_file, do_lower_case, max_seq_length)
   archive = keras.export.ExportArchive()
@@ -171,14 +167,28 @@ def export_text_classifier(model, export_dir, vocab_file, do_lower_case,
   archive.track(encoder)
   for name, fn, signature in _endpoints(serving, encoder, [str(x) for x in labels], pair):
     archive.add_endpoint(name, fn, input_signature=signature)
-  archive.write_out(tmp, verbose=False)
-  model.config.to_json_file(os.path.join(tmp, classification.CONFIG_FILE))
-  shutil.copyfile(vocab_file, os.path.join(tmp, "vocab.txt"))
   task = {"labels": list(labels), "num_labels": model.num_labels, "pair": bool(pair),
           "do_lower_case": bool(do_lower_case), "max_seq_length": int(max_seq_length),
           "inputs": ["text_a", "text_b"] if pair else ["text_a"], "info": info or {}}
-  with open(os.path.join(tmp, TASK_FILE), "w", encoding="utf-8") as f:
-    f.write(json.dumps(task, indent=1, sort_keys=True) + "\n")
+  return publish_export(archive, export_dir, model.config, vocab_file, {TASK_FILE: task})
+
+
+def publish_export(archive, export_dir, config, vocab_file, files):
+  """Writes a keras ExportArchive with its bert_config.json, vocab.txt and
+  `files` ({name: JSON-able}); returns export_dir (absolute).
+
+  Written to a sibling temp directory and renamed: export_dir is either
+  absent, the previous export or the complete new one.
+  """
+  export_dir = os.path.abspath(export_dir)
+  tmp = f"{export_dir}.tmp.{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  archive.write_out(tmp, verbose=False)
+  config.to_json_file(os.path.join(tmp, classification.CONFIG_FILE))
+  shutil.copyfile(vocab_file, os.path.join(tmp, "vocab.txt"))
+  for name, content in files.items():
+    with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+      f.write(json.dumps(content, indent=1, sort_keys=True) + "\n")
   old = f"{export_dir}.old.{os.getpid()}"
   if os.path.exists(export_dir):
     os.replace(export_dir, old)

@@ -4,7 +4,10 @@
                              T (or K unbiased samples), packed (pipeline/labels/
                              pretraining_labels.py); mpirun splits the files.
   classification records  -> task distill records: the fine-tuned teacher's full
-                             logits per example (pipeline/labels/task_labels.py).
+                             logits per example (pipeline/labels/task_labels.py);
+  QA records              -> QA distill records: the fine-tuned span teacher's start
+                             and end logits per window, float16 (pipeline/labels/
+                             qa_labels.py).
 
 The teacher is loaded here (modeling); the stage machinery, the packing and the
 reuse of an earlier cache are pipeline/labels/'s.
@@ -19,6 +22,7 @@ from modeling.checkpoints import loading
 from modeling.checkpoints import name_map
 from modeling.models import classification
 from modeling.models import heads
+from modeling.models import span
 from modeling.networks import bert
 from modeling.training import optimization
 from modeling.training import pretraining
@@ -29,6 +33,7 @@ from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.progress import Progress
 from pipeline.labels import inference
 from pipeline.labels import pretraining_labels
+from pipeline.labels import qa_labels
 from pipeline.labels import reuse
 from pipeline.labels import task_labels
 from pipeline.records import schema
@@ -38,7 +43,8 @@ from pipeline.text.tokenization import load_vocab
 _PRETRAINING = (kinds.PRETRAINING_RECORDS,)
 APPLIES = {"truncation_factor": _PRETRAINING, "temperature": _PRETRAINING,
            "label_method": _PRETRAINING, "seed": _PRETRAINING, "log_examples": _PRETRAINING,
-           "reuse_dir": _PRETRAINING, "splits": (kinds.CLASSIFICATION_RECORDS,)}
+           "reuse_dir": _PRETRAINING,
+           "splits": (kinds.CLASSIFICATION_RECORDS, kinds.QA_RECORDS)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,10 +71,12 @@ class LabelRunConfig:
 def extract_labels(config):
   """Caches the teacher's outputs over `config.input_dir`, by its kind."""
   kind, manifest = kinds.read(config.input_dir, kinds.PRETRAINING_RECORDS,
-                              kinds.CLASSIFICATION_RECORDS)
+                              kinds.CLASSIFICATION_RECORDS, kinds.QA_RECORDS)
   kinds.check_flags(kind, config.given, APPLIES)
   if kind == kinds.CLASSIFICATION_RECORDS:
     return _task_labels(config, manifest)
+  if kind == kinds.QA_RECORDS:
+    return _qa_labels(config, manifest)
   return _pretraining_labels(config, manifest)
 
 
@@ -149,45 +157,80 @@ def _teacher_info(config):
           "bert_config_file": config.bert_config_file}
 
 
-def _task_teacher(config, manifest, settings):
-  """(model, config dict, weights sha256) of the fine-tuned teacher classifier."""
+def _load_task_teacher(config, settings, load):
+  """The fine-tuned teacher `load(path, bert_config or None, dtype)` returns."""
   path = config.init_checkpoint
-  policy = optimization.PRECISION_POLICIES[settings.mixed_precision]
   try:
     bert_config = None
     if config.bert_config_file:
       bert_config = bert.load_config(config.bert_config_file,
                                      pretraining.gelu_convention_for(path))
-    model = classification.load_classifier(path, dtype=policy, config=bert_config)
+    return load(path, bert_config, optimization.PRECISION_POLICIES[settings.mixed_precision])
   except (OSError, ValueError) as e:
     raise InputError(path, str(e)) from None
-  task_labels.check_classifier(manifest, model.config, model.num_labels, path,
-                               task_labels.run_vocab_sha256(path))
-  return model, model.config.to_dict(), _weights_sha256(model)
+
+
+def _task_settings(config, manifest, what):
+  """(settings, record files) of a one-process task label run (task sets are small)."""
+  if world_lib.launched_by_mpi():
+    raise ConfigError(f"teacher logits of {what} are computed in one process (task data "
+                      "sets are small): start it without mpirun")
+  settings = task_labels.TaskLabelSettings(tuple(config.splits), config.batch_size,
+                                           config.mixed_precision)
+  kinds.check_vocab(manifest, config.vocab_file)
+  return settings, schema.record_files(manifest["_dir"], settings.splits)
+
+
+def _claim(config, manifest, kind, stage_config):
+  """The StageOutput, or None when it is already complete (said once)."""
+  out = stage.StageOutput(config.output_dir, kind.stage, stage_config, manifest["_sha256"],
+                          config.overwrite)
+  if out.prepare():
+    print(f"extract_teacher_labels: {config.output_dir} is up to date (nothing to do)")
+    return None
+  return out
 
 
 def _task_labels(config, manifest):
   start = time.monotonic()
-  if world_lib.launched_by_mpi():
-    raise ConfigError("teacher logits of classification records are computed in one "
-                      "process (task data sets are small): start it without mpirun")
-  settings = task_labels.TaskLabelSettings(tuple(config.splits), config.batch_size,
-                                           config.mixed_precision)
-  kinds.check_vocab(manifest, config.vocab_file)
-  names = schema.record_files(manifest["_dir"], settings.splits)
-  model, bert_config, weights = _task_teacher(config, manifest, settings)
-  stage_config = task_labels.stage_config(manifest, settings, bert_config, model.num_labels,
-                                          weights)
-  out = stage.StageOutput(config.output_dir, kinds.TASK_DISTILL_RECORDS.stage, stage_config,
-                          manifest["_sha256"], config.overwrite)
-  if out.prepare():
-    print(f"extract_teacher_labels: {config.output_dir} is up to date (nothing to do)")
+  settings, names = _task_settings(config, manifest, "classification records")
+  model = _load_task_teacher(config, settings, lambda path, c, dtype: (
+      classification.load_classifier(path, dtype=dtype, config=c)))
+  path = config.init_checkpoint
+  task_labels.check_classifier(manifest, model.config, model.num_labels, path,
+                               task_labels.run_vocab_sha256(path))
+  stage_config = task_labels.stage_config(manifest, settings, model.config.to_dict(),
+                                          model.num_labels, _weights_sha256(model))
+  out = _claim(config, manifest, kinds.TASK_DISTILL_RECORDS, stage_config)
+  if out is None:
     return
   shapes = (settings.batch_size, stage_config["max_seq_length"], model.num_labels)
   step = task_labels.make_step(model, *shapes[:2])
   progress = Progress("extract_teacher_labels", unit="examples")
   task_labels.label_files(out, config.input_dir, names, step, shapes, progress)
   print(task_labels.finalize(out, names, time.monotonic() - start, _teacher_info(config)))
+
+
+def _qa_labels(config, manifest):
+  start = time.monotonic()
+  settings, names = _task_settings(config, manifest, "QA records")
+  model = _load_task_teacher(config, settings, lambda path, c, dtype: (
+      span.load_span_model(path, config=c, dtype=dtype)))
+  path = config.init_checkpoint
+  qa_labels.check_span_model(manifest, model.config, path, task_labels.run_vocab_sha256(path))
+  stage_config = qa_labels.stage_config(manifest, settings, model.config.to_dict(),
+                                        _weights_sha256(model))
+  out = _claim(config, manifest, kinds.QA_DISTILL_RECORDS, stage_config)
+  if out is None:
+    return
+  shapes = (settings.batch_size, stage_config["max_seq_length"])
+  step = task_labels.make_step(model, *shapes, qa_labels.OUTPUTS, schema.QA_MODEL_INPUTS)
+  sidecars = qa_labels.sidecar_files(config.input_dir, settings.splits)
+  qa_labels.copy_sidecars(out, config.input_dir, sidecars)
+  qa_labels.label_files(out, config.input_dir, names, step, shapes,
+                        Progress("extract_teacher_labels", unit="windows"))
+  print(qa_labels.finalize(out, names, sidecars, time.monotonic() - start,
+                           _teacher_info(config)))
 
 
 def refresh_label_stage(args):

@@ -232,8 +232,90 @@ def uniform_layer_map(num_teacher_layers, num_student_layers):
   TinyBERT's "uniform" strategy: the student's last layer learns from the
   teacher's last, the others from evenly spaced layers.
   """
-  if num_student_layers > num_teacher_layers:
-    raise ConfigError(f"student has {num_student_layers} layers, more than "
-                     f"the teacher's {num_teacher_layers}")
+  _check_fewer_layers(num_teacher_layers, num_student_layers)
   ratio = num_teacher_layers / num_student_layers
   return tuple(int(round(i * ratio)) for i in range(1, num_student_layers + 1))
+
+
+# Named layer maps; anything else is an explicit comma-separated list ("2,4").
+LAYER_MAPS = ("uniform", "last_k")
+
+
+def _check_fewer_layers(num_teacher_layers, num_student_layers):
+  if num_student_layers > num_teacher_layers:
+    raise ConfigError(f"student has {num_student_layers} layers, more than "
+                      f"the teacher's {num_teacher_layers}")
+
+
+def _explicit_layers(spec):
+  """"2,4" -> (2, 4); ConfigError unless a list of positive ints."""
+  try:
+    layers = tuple(int(part) for part in spec.split(","))
+  except ValueError:
+    layers = ()
+  if not layers or min(layers) < 1:
+    raise ConfigError(f"layer map {spec!r}: one of {LAYER_MAPS} or teacher layers "
+                      "(1-based) per student layer, e.g. 2,4")
+  return layers
+
+
+def check_layer_map(spec):
+  """Raises ConfigError for a layer map that no pair of models can take."""
+  if spec not in LAYER_MAPS:
+    _explicit_layers(spec)
+
+
+def layer_map(spec, num_teacher_layers, num_student_layers):
+  """Teacher layer (1-based) for each student layer 1..L_s.
+
+  uniform: uniform_layer_map; last_k: the teacher's last L_s layers
+  (L_t - L_s + i), as DistilBERT-style "top layers"; else an explicit list
+  of L_s teacher layers. Embeddings always map to embeddings (see
+  intermediate_losses).
+  """
+  if spec == "uniform":
+    return uniform_layer_map(num_teacher_layers, num_student_layers)
+  if spec == "last_k":
+    _check_fewer_layers(num_teacher_layers, num_student_layers)
+    first = num_teacher_layers - num_student_layers
+    return tuple(range(first + 1, num_teacher_layers + 1))
+  layers = _explicit_layers(spec)
+  if len(layers) != num_student_layers or max(layers) > num_teacher_layers:
+    raise ConfigError(f"layer map {spec!r}: needs {num_student_layers} teacher layers "
+                      f"(one per student layer) in 1..{num_teacher_layers}")
+  return layers
+
+
+def intermediate_losses(student, teacher, input_mask, layers, project=None):
+  """Hidden-state MSE and attention KL between mapped layers (TinyBERT).
+
+  The one implementation of the intermediate-layer terms, for general
+  (pretraining) and task distillation alike. Hidden state 0 (embeddings)
+  learns from the teacher's 0 and student layer i from teacher layer
+  layers[i-1]; each term is the mean over its mapped pairs.
+
+  Args:
+    student, teacher: BertModel output dicts. A term is computed when the
+      student's dict has its tensors: "hidden_states" (L+1 tensors [B,S,H])
+      for hidden_mse, "attention_probs" (L tensors [B,N,S,S]) for
+      attention_kl; the teacher's must then have them too.
+    input_mask: int [B,S], 1 = real token.
+    layers: teacher layer (1-based) per student layer (layer_map).
+    project: the learned projections, L_s+1 tensors [B,S,H_s] -> [B,S,H_t]
+      (modeling/models/student.py's HiddenProjections); None: equal widths.
+  Returns:
+    {"hidden_mse": [], "attention_kl": []}, the terms computed.
+  """
+  terms = {}
+  if "hidden_states" in student:
+    states = student["hidden_states"]
+    states = states if project is None else project(states)
+    hidden_map = (0,) + tuple(layers)  # Indices into hidden_states (L+1).
+    terms["hidden_mse"] = tf.add_n([
+        hidden_mse(s, teacher["hidden_states"][t], input_mask)
+        for s, t in zip(states, hidden_map)]) / len(hidden_map)
+  if "attention_probs" in student:
+    terms["attention_kl"] = tf.add_n([
+        attention_kl(s, teacher["attention_probs"][t - 1], input_mask)
+        for s, t in zip(student["attention_probs"], layers)]) / len(layers)
+  return terms

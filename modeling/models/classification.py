@@ -22,15 +22,13 @@ A saved classifier directory (save_classifier) holds
 and load_classifier(directory) rebuilds the model from those alone.
 """
 
-import glob
-import json
 import os
-import shutil
 
 import tensorflow as tf
 
 from modeling.checkpoints import hf
 from modeling.checkpoints import loading
+from modeling.checkpoints import model_dirs
 from modeling.checkpoints import name_map
 from modeling.checkpoints import training as training_checkpoints
 from modeling.models import heads
@@ -39,7 +37,6 @@ from pipeline.records.schema import CLASSIFICATION_MODEL_INPUTS as MODEL_INPUTS
 
 CLASSIFIER_FILE = "classifier.json"
 CONFIG_FILE = training_checkpoints.CONFIG_FILE
-_WEIGHTS_PREFIX = "model.ckpt"
 
 
 def build_classifier(bert_config, num_labels, dropout_rate=None, dtype=None,
@@ -111,14 +108,11 @@ def load_weights(model, path):
 
 def save_classifier(model, directory, labels=None, info=None, step=0,
                     extra_files=None):
-  """Writes `model` as a self-describing classifier directory.
-
-  Written to a sibling temp directory and renamed, so `directory` is either
-  the previous complete save or the new one (an existing one is replaced).
+  """Writes `model` as a self-describing classifier directory (model_dirs).
 
   Args:
     model: a BertClassifier.
-    directory: output directory.
+    directory: output directory (an existing one is replaced atomically).
     labels: optional label names (index i = class i).
     info: optional JSON-able dict stored in classifier.json (e.g. the metric
       that selected this checkpoint).
@@ -129,54 +123,21 @@ def save_classifier(model, directory, labels=None, info=None, step=0,
   """
   if not isinstance(model, heads.BertClassifier):
     raise TypeError(f"expected a BertClassifier, got {type(model).__name__}")
-  directory = os.path.abspath(directory)
-  tmp = f"{directory}.tmp.{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  prefix = tf.train.Checkpoint(model=model).write(
-      os.path.join(tmp, f"{_WEIGHTS_PREFIX}-{step}"))
-  model.config.to_json_file(os.path.join(tmp, CONFIG_FILE))
   meta = {"num_labels": model.num_labels, "dropout_rate": model.dropout_rate,
           "labels": list(labels) if labels is not None else None,
           "step": step, "info": info or {}}
-  with open(os.path.join(tmp, CLASSIFIER_FILE), "w", encoding="utf-8") as f:
-    f.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-  for name, text in (extra_files or {}).items():
-    with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-      f.write(text)
-  old = _previous(directory)
-  shutil.rmtree(old, ignore_errors=True)
-  if os.path.exists(directory):
-    os.replace(directory, old)
-  os.replace(tmp, directory)
-  shutil.rmtree(old, ignore_errors=True)
-  return os.path.join(directory, os.path.basename(prefix))
-
-
-def _previous(directory):
-  return f"{os.path.abspath(directory)}.old"
+  return model_dirs.write_model_dir(model, directory, CLASSIFIER_FILE, meta, step,
+                                    extra_files)
 
 
 def recover_interrupted_save(directory):
-  """Cleans up after a killed save_classifier: removes its temp directories
-  and puts back the previous save if the kill came between its two renames
-  (directory missing, its .old copy complete)."""
-  for tmp in glob.glob(f"{os.path.abspath(directory)}.tmp.*"):
-    shutil.rmtree(tmp, ignore_errors=True)
-  old = _previous(directory)
-  if not os.path.exists(directory) and os.path.isfile(
-      os.path.join(old, CLASSIFIER_FILE)):
-    os.replace(old, directory)
+  """Cleans up after a killed save_classifier (model_dirs.recover_interrupted)."""
+  model_dirs.recover_interrupted(directory, CLASSIFIER_FILE)
 
 
 def read_classifier_info(directory):
   """classifier.json of a save_classifier directory (ValueError if absent)."""
-  path = os.path.join(directory, CLASSIFIER_FILE)
-  if not os.path.isfile(path):
-    raise ValueError(f"{directory}: no {CLASSIFIER_FILE} (not a saved "
-                     "classifier)")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return model_dirs.read_card(directory, CLASSIFIER_FILE, "classifier")
 
 
 def stored_num_labels(path):
@@ -186,8 +147,7 @@ def stored_num_labels(path):
   shape in any checkpoint format.
   """
   path = os.fspath(path)
-  if os.path.isdir(path) and os.path.isfile(os.path.join(path,
-                                                         CLASSIFIER_FILE)):
+  if model_dirs.has_card(path, CLASSIFIER_FILE):
     return int(read_classifier_info(path)["num_labels"])
   fmt, resolved = loading.resolve_checkpoint(path)
   if fmt == "hf":
@@ -227,32 +187,13 @@ def load_classifier(path, dtype=None, num_labels=None, config=None):
     ValueError: nothing loadable, no classifier head and no num_labels, or
       weights that do not fit.
   """
-  config = config or _stored_config(path)
+  config = config or loading.stored_config(path)
   num_labels = num_labels or stored_num_labels(path)
   if not num_labels:
     raise ValueError(f"checkpoint {path}: holds no classifier head (pass "
                      "num_labels to start a new one)")
   dropout_rate = None
-  if os.path.isdir(path) and os.path.isfile(os.path.join(path,
-                                                         CLASSIFIER_FILE)):
+  if model_dirs.has_card(path, CLASSIFIER_FILE):
     dropout_rate = read_classifier_info(path)["dropout_rate"]
   return build_classifier(config, num_labels, dropout_rate, dtype,
                           init_checkpoint=path)
-
-
-def _stored_config(path):
-  """The BertConfig stored beside a checkpoint (ours, Google's or HF's)."""
-  fmt, resolved = loading.resolve_checkpoint(path)
-  directory = resolved if os.path.isdir(resolved) else os.path.dirname(
-      resolved)
-  if fmt == "hf":
-    name, convention = "config.json", "hf"
-  elif fmt == "tf1":
-    name, convention = "bert_config.json", "google"
-  else:
-    name, convention = CONFIG_FILE, "hf"
-  config_path = os.path.join(directory, name)
-  if not os.path.isfile(config_path):
-    raise ValueError(f"checkpoint {path}: no {name} beside the weights "
-                     "(pass the config)")
-  return bert_lib.BertConfig.from_json_file(config_path, convention)

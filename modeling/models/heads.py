@@ -1,4 +1,4 @@
-"""The trainable BERT models: BertModel + pre-training or classification heads.
+"""The trainable BERT models: BertModel + pre-training, classification or span heads.
 
 Shape legend: B=batch, S=sequence length, H=hidden size, P=masked positions
 per sequence, V=vocab size, C=number of labels.
@@ -96,3 +96,36 @@ class BertClassifier(bert_lib.ConfigSerializable, keras.Model):
     config = super().get_config()
     config.update(num_labels=self.num_labels, dropout_rate=self.dropout_rate)
     return config
+
+
+@keras.saving.register_keras_serializable(package="bert_distill")
+class BertSpanLabeler(bert_lib.ConfigSerializable, keras.Model):
+  """BertModel + dense H->2 on every token (extractive QA, run_squad's head).
+
+  Outputs: the BertModel dict plus start_logits and end_logits float32 [B,S]:
+  the scores of each token being the answer's first / last token. As in
+  run_squad and BertForQuestionAnswering there is no dropout before the
+  dense and no masking here: losses and span selection mask the padding.
+  """
+
+  def __init__(self, config, **kwargs):
+    kwargs.setdefault("name", "bert_span_labeler")
+    super().__init__(**kwargs)
+    self.config = bert_lib.as_config(config)
+    c, dtype = self.config, self.dtype_policy
+    self.bert = bert_lib.BertModel(c, name="bert", dtype=dtype)
+    self.span_outputs = common.make_dense(2, "span_outputs", dtype, c.initializer_range)
+
+  def build(self, input_shape=None):
+    self.bert.build(None)
+    self.span_outputs.build((None, None, self.config.hidden_size))
+
+  def call(self, inputs, training=None, output_hidden_states=False,
+           output_attentions=False):
+    outputs = self.bert(inputs, training=training,
+                        output_hidden_states=output_hidden_states,
+                        output_attentions=output_attentions)
+    spans = tf.cast(self.span_outputs(outputs["sequence_output"]), tf.float32)  # [B,S,2]
+    outputs["start_logits"] = spans[:, :, 0]  # [B,S]
+    outputs["end_logits"] = spans[:, :, 1]  # [B,S]
+    return outputs

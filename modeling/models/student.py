@@ -57,17 +57,15 @@ class HiddenProjections(keras.layers.Layer):
     return config
 
 
-@keras.saving.register_keras_serializable(package="bert_distill")
-class DistillationStudent(heads.BertPretrainer):
-  """A BertPretrainer that also owns the hidden-state projections.
+class WithProjections:
+  """Mixin: a model that also owns the learned hidden projections H_s -> H_t.
 
-  Its checkpoints are BertPretrainer checkpoints plus a `projections`
-  child, so they load into a plain BertPretrainer (export, fine-tuning,
-  --init_checkpoint), which skips the projections.
+  Its checkpoints are the base model's plus a `projections` child, so they load
+  into the plain base model (export, fine-tuning, --init_checkpoint), which
+  skips the projections. Call init_projections at the end of __init__.
   """
 
-  def __init__(self, config, teacher_hidden_size, **kwargs):
-    super().__init__(config, **kwargs)
+  def init_projections(self, teacher_hidden_size):
     self.teacher_hidden_size = teacher_hidden_size
     c = self.config
     self.projections = HiddenProjections(
@@ -82,6 +80,26 @@ class DistillationStudent(heads.BertPretrainer):
     config = super().get_config()
     config["teacher_hidden_size"] = self.teacher_hidden_size
     return config
+
+
+@keras.saving.register_keras_serializable(package="bert_distill")
+class DistillationStudent(WithProjections, heads.BertPretrainer):
+  """A BertPretrainer with hidden-state projections (pretraining distillation)."""
+
+  def __init__(self, config, teacher_hidden_size, **kwargs):
+    super().__init__(config, **kwargs)
+    self.init_projections(teacher_hidden_size)
+
+
+@keras.saving.register_keras_serializable(package="bert_distill")
+class ProjectedClassifier(WithProjections, heads.BertClassifier):
+  """A BertClassifier with hidden-state projections: the first (intermediate-layer)
+  phase's student of task distillation when the widths differ; the second phase
+  (--init_from=checkpoint), evaluation and export load it as a plain BertClassifier."""
+
+  def __init__(self, config, num_labels, teacher_hidden_size, **kwargs):
+    super().__init__(config, num_labels, **kwargs)
+    self.init_projections(teacher_hidden_size)
 
 
 def build_student(config, dtype=None, teacher_hidden_size=None):

@@ -5,7 +5,8 @@ worker coroutine takes the first chunk, then keeps adding chunks until the
 batch is full or batch_timeout_ms has passed since it took the first, and runs
 the model in a worker thread so the event loop keeps accepting requests. While
 a batch runs, the next requests queue up: under load batches grow by
-themselves, and a lone request waits at most the timeout.
+themselves, and a lone request waits at most the timeout (0, the default: not
+at all; the batch is what is queued).
 """
 
 import asyncio

@@ -1,6 +1,7 @@
-"""Fine-tuning and task distillation of classifiers as a trainer task.
+"""Fine-tuning and task distillation of classifiers as trainer tasks.
 
-Shape legend: B=batch, C=number of labels, N=examples of the eval split.
+Shape legend: B=batch, S=sequence length, C=number of labels, N=examples of
+the eval split, H_s/H_t=student/teacher hidden size.
 
 ClassificationTask plugs into modeling/training/trainer.py like PretrainingTask. Its
 loss is modeling/losses/task_losses.py's (alpha = 1: plain fine-tuning on
@@ -10,6 +11,16 @@ ROC-AUC do not add up over batches), so it provides `evaluate`: each rank
 predicts its share of the split, the shares are summed into one [N, ...]
 array in record order on every rank, and classification_metrics computes
 the figures.
+
+IntermediateDistillationTask is task distillation's first phase (TinyBERT's
+intermediate-layer distillation on the task's inputs): the student's
+embeddings, hidden states and attention distributions learn those of the
+fine-tuned teacher run online on the same batch; no logits loss, no hard
+labels. Its student is a student.ProjectedClassifier when the widths differ, and
+freeze_prediction_layers keeps the pooler and classifier head (which that
+loss does not reach) out of the optimizer, so weight decay does not shrink
+them either. The second phase is ClassificationTask, started from the first
+phase's checkpoint.
 
 BestCheckpoint keeps `<output_dir>/best/` (a classification.save_classifier
 directory) holding the weights of the evaluation with the best value of a
@@ -22,8 +33,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from modeling.checkpoints import model_dirs
 from modeling.models import classification
 from modeling.evaluation import classification_metrics as cm
+from modeling.losses import distill_losses as dl
 from modeling.losses import task_losses as td
 from pipeline.core.errors import ConfigError
 
@@ -100,6 +113,50 @@ class ClassificationTask:
     return {name: results[name] for name in self.eval_metrics}
 
 
+def freeze_prediction_layers(model):
+  """Pooler and classifier head out of the trainable variables (first phase)."""
+  model.bert.pooler.trainable = False
+  model.classifier.trainable = False
+
+
+class IntermediateDistillationTask:
+  """First phase: hidden_weight * hidden MSE + attention_weight * attention KL
+  to a frozen teacher classifier run on every batch (see the module doc)."""
+
+  def __init__(self, teacher, config, num_student_layers):
+    """teacher: a BertClassifier (frozen); config: td.IntermediateConfig."""
+    self.teacher, self.config = teacher, config
+    # Teacher layer (1-based) per student layer.
+    self.layers = dl.layer_map(config.layer_map, teacher.config.num_hidden_layers,
+                               num_student_layers)
+    self.eval_metrics = ("loss",) + config.terms
+
+  def _outputs(self, model, batch, training):
+    """(student, teacher) BertModel dicts with the states the loss needs."""
+    c, inputs = self.config, classification.model_inputs(batch)
+    wanted = dict(output_hidden_states=c.hidden_weight > 0,
+                  output_attentions=c.attention_weight > 0)
+    # training=False: the teacher never drops out; stop_gradient: in the
+    # trainer's tf.function its backward pass is never built.
+    teacher = tf.nest.map_structure(
+        tf.stop_gradient, self.teacher(inputs, training=False, **wanted))
+    return model(inputs, training=training, **wanted), teacher
+
+  def compute_loss(self, model, batch, training):
+    """batch: inputs [B,S] (labels and teacher logits unused) -> (loss, terms)."""
+    student, teacher = self._outputs(model, batch, training)
+    project = getattr(model, "projections", None) if self.config.hidden_weight else None
+    terms = dl.intermediate_losses(student, teacher, batch["input_mask"], self.layers,
+                                   project)
+    return self.config.total(terms), terms
+
+  def eval_sums(self, model, batch):
+    """{name: (term x real tokens, real tokens)}: token-weighted over the split."""
+    loss, terms = self.compute_loss(model, batch, training=False)
+    tokens = tf.reduce_sum(tf.cast(batch["input_mask"], tf.float32))
+    return {name: (value * tokens, tokens) for name, value in dict(terms, loss=loss).items()}
+
+
 def _teacher_metrics(teacher_logits, logits, temperature):
   kl = td.per_example_kl(teacher_logits, logits, temperature).numpy()
   agree = teacher_logits.argmax(-1) == logits.argmax(-1)
@@ -128,31 +185,32 @@ def gather_rows(local, world):
   return gathered
 
 
-class BestCheckpoint:
-  """Keeps `<output_dir>/best/` at the evaluation with the best metric.
+class BestKeeper:
+  """Keeps `<output_dir>/best/` (a model_dirs directory) at the evaluation with
+  the best value of a metric; subclasses say how their model is saved.
 
-  The metric's best value and step are stored in best/classifier.json, so a
-  resumed run keeps comparing against them. Ties keep the earlier step.
-  Only the chief writes (call update on rank 0 only).
+  The value and step are stored in best/'s card, so a resumed run keeps
+  comparing against them. Ties keep the earlier step. Only the chief writes
+  (call update on rank 0 only).
   """
+  card_name = None  # The saved directory's card (classifier.json, span.json).
 
-  def __init__(self, output_dir, metric, model, labels=None):
+  def __init__(self, output_dir, metric):
     self.directory = os.path.join(output_dir, BEST_DIR)
     self.metric = metric
-    self._model, self._labels = model, labels
-    classification.recover_interrupted_save(self.directory)
+    model_dirs.recover_interrupted(self.directory, self.card_name)
 
   def best(self):
     """(step, value) of the saved best, or (None, None)."""
     try:
-      info = classification.read_classifier_info(self.directory)["info"]
+      info = model_dirs.read_card(self.directory, self.card_name, "model")["info"]
     except ValueError:
       return None, None
     if info.get("metric") != self.metric:
       return None, None  # Selected by another metric: start over.
     return info["step"], info["value"]
 
-  def update(self, step, results, report=None):
+  def keep(self, step, results, extra_files=None):
     """Saves the model when results[metric] beats the best; returns True."""
     if self.metric not in results:
       raise ValueError(f"best_metric {self.metric!r} is not among the eval "
@@ -163,12 +221,30 @@ class BestCheckpoint:
       return False
     info = {"metric": self.metric, "value": value, "step": step,
             "results": {k: float(v) for k, v in results.items()}}
+    self.save(info, step, extra_files)
+    return True
+
+  def save(self, info, step, extra_files):
+    raise NotImplementedError
+
+
+class BestCheckpoint(BestKeeper):
+  """best/ of a classifier run (classification.save_classifier, + eval_report.json)."""
+  card_name = classification.CLASSIFIER_FILE
+
+  def __init__(self, output_dir, metric, model, labels=None):
+    self._model, self._labels = model, labels
+    super().__init__(output_dir, metric)
+
+  def update(self, step, results, report=None):
     extra = None
     if report is not None:
       extra = {REPORT_FILE: json.dumps(report, indent=1, sort_keys=True) + "\n"}
-    classification.save_classifier(self._model, self.directory, self._labels,
-                                   info, step, extra)
-    return True
+    return self.keep(step, results, extra)
+
+  def save(self, info, step, extra_files):
+    classification.save_classifier(self._model, self.directory, self._labels, info, step,
+                                   extra_files)
 
 
 def epoch_steps(num_examples, global_batch_size, num_epochs):

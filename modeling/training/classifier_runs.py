@@ -6,13 +6,21 @@ the fine-tuned teacher's logits) train alpha * CE + (1 - alpha) * T^2 * KL
 (modeling/losses/task_losses.py). Both evaluate the eval split every epoch and
 keep `<output_dir>/best/` by `best_metric`.
 
+Task distillation has two phases (`distill_phase`, the names of pretraining
+distillation's): "backbone" trains the student's embeddings, hidden states
+and attention on the fine-tuned teacher's, run online on the task records
+(classification_training.IntermediateDistillationTask; no logits, no labels,
+no best/: it reports the terms on the eval split); "final" (the default) is
+the logits loss above, started from the first phase's run with
+init_from=checkpoint (the encoder, pooler and head load; the projections
+stay behind).
+
 Fine-tuning defaults (google-research/bert's run_classifier) replace the loop
 settings the user did not give: steps from `num_train_epochs`, warmup from
 `warmup_proportion`, AdamW, evaluation and checkpoints every epoch.
 """
 
 import dataclasses
-import os
 from typing import Optional
 
 import keras
@@ -20,9 +28,12 @@ import keras
 from modeling.evaluation import classification_metrics
 from modeling.losses import task_losses
 from modeling.models import classification
+from modeling.models import student as student_lib
 from modeling.models import student_init
 from modeling.training import classification_training
+from modeling.training import distillation
 from modeling.training import distillation_setup as setup
+from modeling.training import epoch_runs
 from modeling.training import pretraining
 from modeling.training import run
 from pipeline.core import kinds
@@ -47,28 +58,46 @@ class ClassifierConfig:
   best_metric: str = "accuracy"
   eval_split: str = "dev"  # '' = no evaluation.
   stage: str = "finetune"  # The output's stage name: finetune | distill_task.
+  distill_phase: str = "final"  # final: logits loss; backbone: intermediate layers.
+  hidden_mse_weight: float = 0.0  # backbone phase only.
+  attention_kl_weight: float = 0.0  # backbone phase only.
+  layer_map: str = "uniform"  # backbone phase only (distill_losses.layer_map).
 
   def __post_init__(self):
-    if self.init_from not in setup.INIT_FROM:
-      raise ConfigError(f"--init_from={self.init_from}: one of {setup.INIT_FROM}")
-    if self.init_from == "teacher_layers" and not (self.teacher_config and
-                                                  self.teacher_checkpoint):
-      raise ConfigError("--init_from=teacher_layers needs --teacher_config and "
-                        "--teacher_checkpoint")
-    if self.num_train_epochs <= 0 or not 0 <= self.warmup_proportion <= 1:
-      raise ConfigError("--num_train_epochs must be > 0 and --warmup_proportion in [0, 1]")
-    task_losses.TaskDistillConfig(self.alpha, self.temperature)  # Checks them.
+    epoch_runs.check_settings(self)
+    self._check_phase()
+
+  def _check_phase(self):
+    if self.distill_phase not in distillation.DISTILL_PHASES:
+      raise ConfigError(f"--distill_phase={self.distill_phase}: one of "
+                        f"{distillation.DISTILL_PHASES}")
+    if self.distill_phase == "final":
+      if (self.hidden_mse_weight, self.attention_kl_weight, self.layer_map) != (
+          0.0, 0.0, "uniform"):
+        raise ConfigError("--hidden_mse_weight, --attention_kl_weight and --layer_map are "
+                          "the intermediate-layer phase's: give --distill_phase=backbone")
+      return
+    if not (self.teacher_config and self.teacher_checkpoint):
+      raise ConfigError("--distill_phase=backbone runs the teacher: give --teacher_config "
+                        "and --teacher_checkpoint")
+    task_losses.IntermediateConfig(self.hidden_mse_weight, self.attention_kl_weight,
+                                   self.layer_map)  # Checks them.
 
   @property
   def distill(self):
     return task_losses.TaskDistillConfig(self.alpha, self.temperature)
 
   @property
+  def intermediate(self):
+    """The first phase's loss settings, or None in the final phase."""
+    if self.distill_phase == "final":
+      return None
+    return task_losses.IntermediateConfig(self.hidden_mse_weight, self.attention_kl_weight,
+                                          self.layer_map)
+
+  @property
   def init_label(self):
-    """Where an init error points."""
-    if self.init_from == "checkpoint":
-      return self.init_checkpoint or ""
-    return f"--init_from={self.init_from}"
+    return epoch_runs.init_label(self)
 
 
 class ClassifierRecipe(run.Recipe):
@@ -78,6 +107,7 @@ class ClassifierRecipe(run.Recipe):
     self.config = config
     self.stage = config.stage
     self.kind = self.manifest = self.spec = self.bert_config = None
+    self.teacher_config = self.teacher = None  # The online teacher (first phase).
     self.examples = 0
     self.keeper = None
 
@@ -87,11 +117,14 @@ class ClassifierRecipe(run.Recipe):
                                           kinds.TASK_DISTILL_RECORDS)
     self.spec = classification_dataset.TaskSpec.from_manifest(self.manifest)
     kinds.check_vocab(self.manifest, c.vocab_file)
-    if c.distill.uses_teacher and not self.spec.has_teacher_logits:
+    if c.intermediate:
+      self.teacher_config = self._teacher_bert_config()
+    elif c.distill.uses_teacher and not self.spec.has_teacher_logits:
       raise InputError(c.data_dir, f"classification records have no teacher logits: "
                        f"--alpha={c.alpha} needs extract_teacher_labels output")
-    classification_training.check_metric(c.best_metric, self.spec.num_labels,
-                                         c.distill.uses_teacher)
+    else:
+      classification_training.check_metric(c.best_metric, self.spec.num_labels,
+                                           c.distill.uses_teacher)
     checkpoint = c.init_checkpoint if c.init_from == "checkpoint" else None
     self.bert_config = pretraining.model_config(
         c.model_config, self.manifest, pretraining.gelu_convention_for(checkpoint))
@@ -99,17 +132,19 @@ class ClassifierRecipe(run.Recipe):
                                                       classification_dataset.TRAIN)
     return self.manifest
 
-  def resolve_loop(self, loop, manifest):
+  def _teacher_bert_config(self):
+    """The online teacher's BertConfig; it must take the records' vocab and
+    max_seq_length (an InputError naming the teacher checkpoint)."""
+    c = self.config
     try:
-      per_epoch, total = classification_training.epoch_steps(
-          self.examples, loop.train_batch_size, self.config.num_train_epochs)
-    except ValueError as e:
-      raise InputError(manifest["_dir"], str(e)) from None
-    loop = loop.with_defaults(num_train_steps=total, optimizer="adamw",
-                              save_checkpoints_steps=per_epoch, eval_every_steps=per_epoch,
-                              log_every_steps=min(loop.log_every_steps, per_epoch))
-    return loop.with_defaults(
-        num_warmup_steps=int(loop.num_train_steps * self.config.warmup_proportion))
+      return pretraining.model_config(c.teacher_config, self.manifest,
+                                      pretraining.gelu_convention_for(c.teacher_checkpoint))
+    except InputError as e:
+      raise InputError(c.teacher_checkpoint,
+                       f"teacher (--teacher_config={e.path}): {e.cause}") from None
+
+  def resolve_loop(self, loop, manifest):
+    return epoch_runs.epoch_loop(loop, self.examples, self.config, manifest["_dir"])
 
   def identity(self, loop, world):
     c = self.config
@@ -121,6 +156,9 @@ class ClassifierRecipe(run.Recipe):
                     init_checkpoint=c.init_checkpoint if c.init_from == "checkpoint" else None)
     if self.stage == "distill_task":
       identity.update(init_from=c.init_from, teacher_checkpoint=c.teacher_checkpoint)
+    if c.intermediate:  # The first phase: its loss and its teacher instead.
+      identity.update(distill=dict(phase=c.distill_phase, **dataclasses.asdict(c.intermediate)),
+                      teacher=setup.teacher_identity(self.teacher))
     return identity
 
   def datasets(self, loop, world):
@@ -141,27 +179,63 @@ class ClassifierRecipe(run.Recipe):
     return f"{self.examples} train examples, {self.spec.num_labels} labels"
 
   def build(self, loop, world):
+    c = self.config
+    if c.intermediate:
+      self.teacher = self._load_teacher(loop)
     keras.utils.set_random_seed(loop.seed + world.rank)  # Rank 0's init is broadcast.
-    model = classification.build_classifier(self.bert_config, self.spec.num_labels,
-                                            dtype=loop.precision_policy)
+    model = self._student(loop)
     try:
       self._initialize(model)
     except ValueError as e:
-      raise InputError(self.config.init_label, str(e)) from None
-    return model, classification_training.ClassificationTask(self.spec.num_labels,
-                                                             self.config.distill)
+      raise InputError(c.init_label, str(e)) from None
+    if not c.intermediate:
+      return model, classification_training.ClassificationTask(self.spec.num_labels,
+                                                               c.distill)
+    classification_training.freeze_prediction_layers(model)
+    return model, classification_training.IntermediateDistillationTask(
+        self.teacher, c.intermediate, self.bert_config.num_hidden_layers)
+
+  def _load_teacher(self, loop):
+    """The frozen fine-tuned teacher of the first phase."""
+    c = self.config
+    try:
+      stored = classification.stored_num_labels(c.teacher_checkpoint)
+      if stored not in (None, self.spec.num_labels):
+        raise InputError(c.teacher_checkpoint, f"a classifier of {stored} labels; the "
+                         f"records have {self.spec.num_labels}")
+      teacher = classification.build_classifier(
+          self.teacher_config, self.spec.num_labels, dtype=loop.precision_policy,
+          init_checkpoint=c.teacher_checkpoint)
+    except ValueError as e:
+      raise InputError(c.teacher_checkpoint, str(e)) from None
+    teacher.trainable = False
+    return teacher
+
+  def _student(self, loop):
+    """A BertClassifier; in the first phase with hidden MSE across widths, one
+    that owns the projections H_s -> H_t."""
+    c, num_labels = self.config, self.spec.num_labels
+    if c.intermediate and c.intermediate.hidden_weight > 0 and (
+        self.teacher_config.hidden_size != self.bert_config.hidden_size):
+      model = student_lib.ProjectedClassifier(
+          self.bert_config, num_labels, self.teacher_config.hidden_size,
+          dtype=loop.precision_policy)
+      model.build(None)
+      return model
+    return classification.build_classifier(self.bert_config, num_labels,
+                                           dtype=loop.precision_policy)
 
   def _initialize(self, model):
     c = self.config
     if c.init_from == "checkpoint" and c.init_checkpoint:
       classification.load_weights(model, c.init_checkpoint)
     elif c.init_from == "teacher_layers":  # Encoder layers, pooler, the teacher's head.
-      teacher = classification.build_classifier(c.teacher_config, model.num_labels,
-                                                init_checkpoint=c.teacher_checkpoint)
+      teacher = self.teacher or classification.build_classifier(
+          c.teacher_config, model.num_labels, init_checkpoint=c.teacher_checkpoint)
       student_init.init_student_from_teacher(model, teacher)
 
   def on_eval(self, model, task, world, output_dir):
-    if not world.is_chief or not self.config.eval_split:
+    if not world.is_chief or not self.config.eval_split or self.config.intermediate:
       return None
     self.keeper = classification_training.BestCheckpoint(
         output_dir, self.config.best_metric, model, self.spec.labels)
@@ -173,15 +247,13 @@ class ClassifierRecipe(run.Recipe):
     return on_eval
 
   def finish(self, out, summary, model):
-    files = [f for f in run.run_files(out.dir) if os.path.exists(out.path(f))]
-    best_step, best_value = self.keeper.best() if self.keeper else (None, None)
-    if best_step is not None:
-      files += [os.path.join(classification_training.BEST_DIR, name)
-                for name in sorted(os.listdir(self.keeper.directory))]
-    metric = self.config.best_metric
-    summary = dict(summary, best_metric=metric, best_step=best_step, best_value=best_value)
-    best = "-" if best_step is None else f"{best_value:.4f} at step {best_step}"
-    line = f"{self.stage}: {summary['step']} steps; best {metric} {best} -> {out.dir}"
+    files = epoch_runs.published_files(out, self.keeper)
+    if self.config.intermediate:  # No logits trained: no best/, the terms instead.
+      evals = "  ".join(f"{k} {v:.4f}" for k, v in sorted((summary["eval"] or {}).items()))
+      return files, summary, (f"{self.stage} (backbone phase): {summary['step']} steps; "
+                              f"eval: {evals or '-'} -> {out.dir}")
+    summary, line = epoch_runs.best_line(self.stage, summary, self.keeper,
+                                         self.config.best_metric, out.dir)
     return files, summary, line
 
 

@@ -4,8 +4,12 @@
       distillation of a BertPretrainer student (modeling/training/distillation.py);
   pretraining records + an online teacher (--online_teacher) -> the full-vocab
       baseline, with hidden-state and attention terms available;
+  QA distill records (QA records + the teacher's start/end logits) -> a span
+      model student (modeling/training/qa_runs.py, via task_runs);
   task distill records (classification records + the teacher's logits) -> task
-      distillation of a classifier (modeling/training/classifier_runs.py).
+      distillation of a classifier (modeling/training/classifier_runs.py): with
+      --distill_phase=backbone its first phase (hidden states and attention to
+      the fine-tuned teacher run online), by default the logits loss.
 
 Flags that do not apply to the input's kind are a one-line error.
 """
@@ -24,6 +28,7 @@ from modeling.training import distillation
 from modeling.training import distillation_setup as setup
 from modeling.training import pretraining
 from modeling.training import run
+from modeling.training import task_runs
 from pipeline.core import kinds
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.inputs import distill_dataset
@@ -32,14 +37,16 @@ from pipeline.records import schema
 
 # Flags of tools/distill.py and the input kinds they apply to.
 _PRETRAINING = (kinds.DISTILL_RECORDS, kinds.PRETRAINING_RECORDS)
-_TASK = (kinds.TASK_DISTILL_RECORDS,)
+_TASK = (kinds.TASK_DISTILL_RECORDS, kinds.QA_DISTILL_RECORDS)
+# The intermediate-layer terms: pretraining and classifiers (not QA span models yet).
+_INTERMEDIATE = _PRETRAINING + (kinds.TASK_DISTILL_RECORDS,)
 APPLIES = {
     "online_teacher": _PRETRAINING, "records_dir": _PRETRAINING, "kd_tail": _PRETRAINING,
     "nsp_weight": _PRETRAINING, "nsp_kd_weight": _PRETRAINING,
-    "hidden_mse_weight": _PRETRAINING, "attention_kl_weight": _PRETRAINING,
-    "distill_phase": _PRETRAINING,
     "num_train_epochs": _TASK, "warmup_proportion": _TASK, "best_metric": _TASK,
-    "eval_split": _TASK,
+    "eval_split": _TASK, "hidden_mse_weight": _INTERMEDIATE,
+    "attention_kl_weight": _INTERMEDIATE, "distill_phase": _INTERMEDIATE,
+    "layer_map": _INTERMEDIATE,
 }
 
 
@@ -62,6 +69,7 @@ class DistillRunConfig:
   hidden_mse_weight: float = 0.0
   attention_kl_weight: float = 0.0
   distill_phase: str = "final"
+  layer_map: str = "uniform"  # distill_losses.layer_map: uniform | last_k | "2,4".
   init_from: str = "random"
   init_checkpoint: Optional[str] = None
   classifier: dict = dataclasses.field(default_factory=dict)  # Task runs: epochs, best_metric...
@@ -103,16 +111,19 @@ class PretrainingDistillRecipe(run.Recipe):
                       "hard labels alone in docs/distillation_results.md; 0.5 is the default")
     return distillation.DistillConfig(
         c.alpha, temperature, kd_mode, c.nsp_weight, c.nsp_kd_weight,
-        c.hidden_mse_weight, c.attention_kl_weight, c.distill_phase)
+        c.hidden_mse_weight, c.attention_kl_weight, c.distill_phase, c.layer_map)
 
   def read_input(self):
     return self.manifest
 
   def identity(self, loop, world):
     c = self.config
+    distill = dataclasses.asdict(self.dconfig)
+    if distill["layer_map"] == "uniform":  # The only map before --layer_map: same identity.
+      del distill["layer_map"]
     return dict(online_teacher=c.online_teacher, init_from=c.init_from,
                 init_checkpoint=c.init_checkpoint, student_config=self.student_config.to_dict(),
-                distill=dataclasses.asdict(self.dconfig),
+                distill=distill,
                 teacher=None if self.teacher is None else setup.teacher_identity(self.teacher))
 
   def datasets(self, loop, world):
@@ -182,20 +193,35 @@ def _task_config(config):
       output_dir=c.output_dir, init_from=c.init_from, init_checkpoint=c.init_checkpoint,
       teacher_config=c.teacher_config, teacher_checkpoint=c.teacher_checkpoint,
       alpha=c.alpha, temperature=1.0 if c.temperature is None else c.temperature,
-      stage="distill_task", **c.classifier)
+      stage="distill_task", distill_phase=c.distill_phase,
+      hidden_mse_weight=c.hidden_mse_weight, attention_kl_weight=c.attention_kl_weight,
+      layer_map=c.layer_map, **c.classifier)
+
+
+# Settings of the logits loss: not the intermediate-layer phase's.
+_FINAL_ONLY = ("alpha", "temperature", "best_metric")
+
+
+def _check_task_phase(config):
+  """One-line error for logits-loss flags given to the backbone phase."""
+  wrong = [f"--{name}" for name in _FINAL_ONLY if name in config.given]
+  if config.distill_phase == "backbone" and wrong:
+    raise ConfigError(f"{', '.join(wrong)}: not used by --distill_phase=backbone "
+                      "(hidden states and attention only; no logits, no best/)")
 
 
 def distill(config, loop, flag_values=None):
   """Distills the student `config` describes, the way its input's kind says."""
   directory = config.teacher_labels_dir or config.records_dir
   accepted = (kinds.PRETRAINING_RECORDS,) if config.online_teacher else (
-      kinds.DISTILL_RECORDS, kinds.TASK_DISTILL_RECORDS)
+      kinds.DISTILL_RECORDS, *_TASK)
   kind, manifest = kinds.read(directory, *accepted)
   kinds.check_flags(kind, config.given, APPLIES)
   kinds.check_vocab(manifest, config.vocab_file)
-  if kind == kinds.TASK_DISTILL_RECORDS:
+  if kind in _TASK:
     if config.init_from == "checkpoint" and not config.init_checkpoint:
       raise ConfigError("--init_from=checkpoint needs --init_checkpoint")
-    return classifier_runs.train_classifier(_task_config(config), loop, flag_values)
+    _check_task_phase(config)
+    return task_runs.train_task(_task_config(config), loop, flag_values, given=config.given)
   recipe = PretrainingDistillRecipe(config, kind, manifest)
   return run.train(recipe, loop, config.output_dir, flag_values)

@@ -57,6 +57,7 @@ class DistillConfig:
   hidden_weight: float = 0.0  # Hidden-state MSE (mapped layers).
   attention_weight: float = 0.0  # Attention-distribution KL.
   phase: str = "final"
+  layer_map: str = "uniform"  # distill_losses.layer_map: uniform | last_k | "2,4".
 
   def __post_init__(self):
     problems = dl.weight_problems(self.alpha, self.temperature)
@@ -71,8 +72,11 @@ class DistillConfig:
     elif self.phase == "backbone" and not self.uses_backbone:
       problems.append("the backbone phase needs hidden_weight or "
                       "attention_weight > 0")
+    if self.layer_map != "uniform" and not self.uses_backbone:
+      problems.append("a layer map needs hidden_weight or attention_weight > 0")
     if problems:
       raise ConfigError("; ".join(problems))
+    dl.check_layer_map(self.layer_map)
 
   @property
   def uses_backbone(self):
@@ -209,12 +213,13 @@ class OnlineDistillationTask(_DistillationTask):
   """KD to a frozen teacher run on every batch: full-vocab KL at T, and
   optionally hidden-state MSE and attention KL between mapped layers.
 
-  Layer map (TinyBERT's uniform one): student hidden state 0 (embeddings)
-  <- teacher's 0; student layer i (1..L_s) <- teacher layer
-  round(i L_t / L_s), for hidden states and attention alike. Hidden states
-  go through the student's projections (modeling/models/student.py's
-  DistillationStudent) when H_s != H_t; attention KL averages over heads
-  when the head counts differ.
+  Layer map (config.layer_map; by default TinyBERT's uniform one): student
+  hidden state 0 (embeddings) <- teacher's 0; student layer i (1..L_s) <-
+  teacher layer round(i L_t / L_s), for hidden states and attention alike
+  (distill_losses.intermediate_losses, shared with task distillation's
+  first phase). Hidden states go through the student's projections
+  (modeling/models/student.py's DistillationStudent) when H_s != H_t;
+  attention KL averages over heads when the head counts differ.
   """
 
   eval_metrics = _PRETRAINING_METRICS + ("teacher_agreement", "teacher_kl_full")
@@ -225,10 +230,10 @@ class OnlineDistillationTask(_DistillationTask):
       raise ConfigError("the online teacher gives full distributions: "
                        "kd_mode 'sampled' is for cached labels")
     self.teacher = teacher
-    layers = dl.uniform_layer_map(teacher.config.num_hidden_layers,
-                                  num_student_layers)
-    self.hidden_map = (0,) + layers  # Indices into hidden_states (L+1).
-    self.attention_map = tuple(i - 1 for i in layers)  # Into L layers.
+    self.layers = dl.layer_map(config.layer_map, teacher.config.num_hidden_layers,
+                               num_student_layers)  # Teacher layer per student layer.
+    self.hidden_map = (0,) + self.layers  # Indices into hidden_states (L+1).
+    self.attention_map = tuple(i - 1 for i in self.layers)  # Into L layers.
 
   def _teacher(self, batch, with_backbone):
     c = self.config
@@ -247,19 +252,9 @@ class OnlineDistillationTask(_DistillationTask):
                       self.config.temperature)
 
   def _backbone_losses(self, model, outputs, teacher, batch):
-    terms = {}
-    mask = batch["input_mask"]
-    if self.config.hidden_weight > 0:
-      projected = model.projections(outputs["hidden_states"])
-      terms["hidden_mse"] = tf.add_n([
-          dl.hidden_mse(s, teacher["hidden_states"][t], mask)
-          for s, t in zip(projected, self.hidden_map)]) / len(self.hidden_map)
-    if self.config.attention_weight > 0:
-      terms["attention_kl"] = tf.add_n([
-          dl.attention_kl(s, teacher["attention_probs"][t], mask)
-          for s, t in zip(outputs["attention_probs"], self.attention_map)
-      ]) / len(self.attention_map)
-    return terms
+    project = model.projections if self.config.hidden_weight > 0 else None
+    return dl.intermediate_losses(outputs, teacher, batch["input_mask"], self.layers,
+                                  project)
 
   def _eval_teacher_sums(self, outputs, batch, teacher):
     weights = batch["masked_lm_weights"]

@@ -10,6 +10,8 @@ more entry here, not a new flag on five tools.
   documents               extract_wiki                  clean article text, JSONL
   text_shards             shard_text                    one sentence per line
   task_data               fetch_task_data               GLUE-style TSV splits
+  augmented_task_data     augment_task_data             task splits + TinyBERT-style
+                                                        variants (teacher-labelled later)
   pretraining_records     create_pretraining_data       masked LM + NSP TFRecords
   classification_records  create_classification_data    one example per record
   qa_records              create_qa_data                SQuAD windows (extractive QA) +
@@ -18,8 +20,11 @@ more entry here, not a new flag on five tools.
                                                         teacher's top-K / sampled targets
   task_distill_records    extract_task_labels           classification records + the
                                                         teacher's logits
+  qa_distill_records      extract_qa_labels             QA records + the teacher's start /
+                                                        end logits per window (float16)
   pretraining_run         pretrain, distill             a BertPretrainer's checkpoints
   classifier_run          finetune, distill_task        a BertClassifier's checkpoints
+  qa_run                  finetune_qa, distill_qa       a BertSpanLabeler's checkpoints
 """
 
 import dataclasses
@@ -44,6 +49,8 @@ class Kind:
 DOCUMENTS = Kind("documents", ("extract_wiki",), "extracted documents")
 TEXT_SHARDS = Kind("text_shards", ("shard_text",), "sentence shards")
 TASK_DATA = Kind("task_data", ("fetch_task_data",), "task TSV files")
+AUGMENTED_TASK_DATA = Kind("augmented_task_data", ("augment_task_data",),
+                           "augmented task files")
 PRETRAINING_RECORDS = Kind("pretraining_records", ("create_pretraining_data",),
                            "pretraining records")
 CLASSIFICATION_RECORDS = Kind("classification_records", ("create_classification_data",),
@@ -53,11 +60,15 @@ DISTILL_RECORDS = Kind("distill_records", ("extract_teacher_labels",),
                        "pretraining records with cached teacher labels")
 TASK_DISTILL_RECORDS = Kind("task_distill_records", ("extract_task_labels",),
                             "classification records with cached teacher logits")
+QA_DISTILL_RECORDS = Kind("qa_distill_records", ("extract_qa_labels",),
+                          "extractive QA records with cached teacher start/end logits")
 PRETRAINING_RUN = Kind("pretraining_run", ("pretrain", "distill"), "a pretraining run")
 CLASSIFIER_RUN = Kind("classifier_run", ("finetune", "distill_task"), "a classifier run")
+QA_RUN = Kind("qa_run", ("finetune_qa", "distill_qa"), "an extractive QA run")
 
 ALL = (DOCUMENTS, TEXT_SHARDS, TASK_DATA, PRETRAINING_RECORDS, CLASSIFICATION_RECORDS,
-       DISTILL_RECORDS, TASK_DISTILL_RECORDS, PRETRAINING_RUN, CLASSIFIER_RUN, QA_RECORDS)
+       DISTILL_RECORDS, TASK_DISTILL_RECORDS, PRETRAINING_RUN, CLASSIFIER_RUN, QA_RECORDS,
+       QA_DISTILL_RECORDS, QA_RUN, AUGMENTED_TASK_DATA)
 _BY_STAGE = {name: kind for kind in ALL for name in kind.stages}
 # Caches written before the task-label cache had a stage of its own: same
 # stage name as the pretraining labels, told apart by `num_labels`.

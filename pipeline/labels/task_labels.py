@@ -119,14 +119,20 @@ def stage_config(records_manifest, settings, bert_config, num_labels, weights_sh
   return config
 
 
-def make_step(model, batch_size, seq_length):
-  """The compiled forward pass: {name: int32 [B,S]} -> logits float32 [B,C]."""
+def make_step(model, batch_size, seq_length, outputs=("logits",),
+              model_inputs=schema.CLASSIFICATION_MODEL_INPUTS):
+  """The compiled forward pass: {name: int32 [B,S]} -> the model's `outputs`, float32.
+
+  A classifier's ("logits",) -> [B,C]; a span model's ("start_logits",
+  "end_logits") -> [B,S] each (pipeline/labels/qa_labels.py).
+  """
   signature = {name: tf.TensorSpec([batch_size, seq_length], tf.int32, name=name)
-               for name in schema.CLASSIFICATION_MODEL_INPUTS}
+               for name in model_inputs}
 
   @tf.function(input_signature=[signature])
   def step(features):
-    return tf.cast(model(features, training=False)["logits"], tf.float32)
+    result = model(features, training=False)
+    return tuple(tf.cast(result[name], tf.float32) for name in outputs)
 
   return step
 
@@ -136,32 +142,50 @@ def _pad_rows(x, rows):
   return tf.ensure_shape(tf.pad(x, pad), [rows] + x.shape[1:])
 
 
-def file_batches(path, batch_size, seq_length, num_labels):
-  """{records [m], count m, features {name: int32 [B,S]}} of one file, read ahead."""
-  spec = schema.tf_feature_spec(schema.CLASSIFICATION_FEATURES, seq_length, 0,
-                                num_labels)
+def file_batches(path, batch_size, seq_length, model_inputs=schema.CLASSIFICATION_MODEL_INPUTS):
+  """{records [m], count m, features {name: int32 [B,S]}} of one file, read ahead.
+
+  Only the model inputs are parsed (a record's other features, whatever its
+  kind, ride along in its bytes).
+  """
+  spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in model_inputs}
 
   def prepare(records):
     parsed = tf.io.parse_example(records, spec)
     return {"records": records, "count": tf.shape(records)[0],
             "features": {n: _pad_rows(tf.cast(parsed[n], tf.int32), batch_size)
-                         for n in schema.CLASSIFICATION_MODEL_INPUTS}}
+                         for n in model_inputs}}
 
   return tf.data.TFRecordDataset(path).batch(batch_size).map(prepare).prefetch(2)
 
 
-def _write_file(tmp, path, step, shapes, progress):
+def encode_logits(outputs):
+  """A classifier's (logits [m,C],) -> the teacher_logits feature columns."""
+  return {"teacher_logits": outputs[0]}, {"teacher_logits": schema.FLOAT}
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheFormat:
+  """What a label run reads of each record and what it appends.
+
+  encode: (outputs as numpy [m, ...] each) -> (columns, dtypes) for
+  tfrecord.encode_examples.
+  """
+  model_inputs: tuple = schema.CLASSIFICATION_MODEL_INPUTS
+  encode: object = encode_logits
+
+
+def _write_file(tmp, path, step, shapes, progress, cache_format):
   """Labels the records of `path` into `tmp`; (records, step seconds)."""
-  b, s, c = shapes
+  b, s = shapes[:2]
   records, step_seconds = 0, 0.0
   with tfrecord.TFRecordWriter(tmp) as writer:
-    for batch in file_batches(path, b, s, c):
+    for batch in file_batches(path, b, s, cache_format.model_inputs):
       m = int(batch["count"])
       tick = time.monotonic()
-      logits = step(batch["features"]).numpy()[:m]  # [m,C]
+      outputs = [value.numpy()[:m] for value in step(batch["features"])]
       step_seconds += time.monotonic() - tick
-      extra = tfrecord.encode_examples({"teacher_logits": logits},
-                                       {"teacher_logits": schema.FLOAT})
+      extra = tfrecord.encode_examples(*cache_format.encode(outputs))
       writer.write_batch(*packed_labels.append_features(
           batch["records"].numpy(), *extra))
       records += m
@@ -170,13 +194,14 @@ def _write_file(tmp, path, step, shapes, progress):
   return records, step_seconds
 
 
-def label_files(out, input_dir, names, step, shapes, progress=None):
-  """Writes the task distill file of each of `names` not yet published.
+def label_files(out, input_dir, names, step, shapes, progress=None, cache_format=CacheFormat()):
+  """Writes the labelled file of each of `names` not yet published.
 
   Args:
-    out: the stage.StageOutput; input_dir: the classification records.
-    step: make_step's function; shapes: (B, S, C).
+    out: the stage.StageOutput; input_dir: the task records.
+    step: make_step's function; shapes: (B, S, ...).
     progress: optional pipeline.core.progress.Progress counting records.
+    cache_format: what is read and appended (default: a classifier's logits).
   """
   todo = [name for name in names if not out.done(name)]
   labels_stage.check_records(input_dir, todo)  # before the first file is published
@@ -184,15 +209,19 @@ def label_files(out, input_dir, names, step, shapes, progress=None):
     start = time.monotonic()
     with out.writing(name) as tmp:
       records, step_seconds = _write_file(tmp, os.path.join(input_dir, name), step,
-                                          shapes, progress)
+                                          shapes, progress, cache_format)
       # The sidecar before the file: a published file always has its counts.
       out.write_part(name, {"records": records, "step_seconds": round(step_seconds, 3),
                             "seconds": round(time.monotonic() - start, 3)})
 
 
-def finalize(out, names, seconds, teacher=None):
-  """manifest/stats/COMPLETED from the sidecars; returns the summary line."""
-  parts = {name: out.read_part(name) for name in names}
+def finalize(out, names, seconds, teacher=None, features=schema.TASK_DISTILL_FEATURES,
+             extra_files=(), command="extract_teacher_labels --task"):
+  """manifest/stats/COMPLETED from the sidecars; returns the summary line.
+
+  extra_files: names of other files the output holds (copied sidecars).
+  """
+  parts = {name: out.read_part(name) for name in names if name.endswith(".tfrecord")}
   counts = {}
   for name, part in parts.items():
     key = name.split("/", 1)[0] + "_examples"
@@ -202,10 +231,11 @@ def finalize(out, names, seconds, teacher=None):
   stats = dict(counts, files=parts, seconds=round(seconds, 2),
                step_seconds=round(step_seconds, 3),
                examples_per_second=round(counts["examples"] / max(seconds, 1e-9), 1))
-  features = [dataclasses.asdict(f) for f in schema.TASK_DISTILL_FEATURES]
-  out.finalize(names, counts, stats, extra={"features": features, "teacher": teacher})
+  features = [dataclasses.asdict(f) for f in features]
+  out.finalize(list(names) + list(extra_files), counts, stats,
+               extra={"features": features, "teacher": teacher})
   shown = ", ".join(f"{v} {k[:-len('_examples')]}" for k, v in sorted(counts.items())
                     if k != "examples")
-  return (f"extract_teacher_labels --task: {shown} examples labelled in "
+  return (f"{command}: {shown} examples labelled in "
           f"{seconds:.1f}s -> {out.dir}")
 

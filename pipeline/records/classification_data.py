@@ -27,7 +27,9 @@ CSV is read strictly: a quoting error stops the run at its line.
 A split without labels (labeled=False, e.g. a GLUE test file) gets label_ids
 = UNLABELED, which is num_labels: one past the last class, so it can never be
 taken for one (the record encoder stores non-negative ints only, hence not -1);
-the manifest lists such splits under `unlabeled_splits`.
+the manifest lists such splits under `unlabeled_splits`. Rows of augmented
+data (augment_task_data's variants, told by a non-empty `variant_column`) get
+UNLABELED too: they carry the teacher's distribution only.
 """
 
 import csv
@@ -96,9 +98,10 @@ class Columns:
   b: int  # None for single-sentence tasks
   label: int  # None for an unlabeled split
   count: int  # expected fields per row; None: set by the first row
+  variant: int = None  # augmented input: the column naming a variant's original
 
 
-def _resolve(spec, header, path, flag):
+def resolve_column(spec, header, path, flag):
   if spec.isdigit():
     index = int(spec)
     if header is not None and index >= len(header):
@@ -113,15 +116,20 @@ def _resolve(spec, header, path, flag):
   return header.index(spec)
 
 
-def resolve_columns(task, header, path, labeled):
+def resolve_columns(task, header, path, labeled, variant_column=None):
+  """Column indices; variant_column: an augmented split's marker column
+  (augment_task_data), whose non-empty rows are unlabeled variants."""
+  def column(spec, flag):
+    return resolve_column(spec, header, path, flag)
   return Columns(
-      a=_resolve(task.text_a_column, header, path, "text_a_column"),
-      b=_resolve(task.text_b_column, header, path, "text_b_column") if task.is_pair else None,
-      label=_resolve(task.label_column, header, path, "label_column") if labeled else None,
-      count=len(header) if header is not None else None)
+      a=column(task.text_a_column, "text_a_column"),
+      b=column(task.text_b_column, "text_b_column") if task.is_pair else None,
+      label=column(task.label_column, "label_column") if labeled else None,
+      count=len(header) if header is not None else None,
+      variant=column(variant_column, "variant_column") if variant_column else None)
 
 
-def _physical_rows(path, file_format):
+def physical_rows(path, file_format):
   """Yields (first line number, fields) of every row; blank lines give []."""
   csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))  # long documents
   # GLUE's TSVs are read without quoting: a '"' is text (SST-2 has many).
@@ -153,6 +161,7 @@ class SplitStats:
   def __init__(self, labels):
     self.rows = self.blank_lines = self.examples = self.truncated = 0
     self.tokens = 0  # tokens written, [CLS]/[SEP] included
+    self.variants = 0  # augmented variants: written unlabeled
     self.malformed = {r: {"count": 0, "first_lines": []} for r in REASONS}
     self.label_counts = {label: 0 for label in labels}
 
@@ -171,18 +180,22 @@ class SplitStats:
             "malformed_rows": self.malformed_rows,
             "malformed": {k: v for k, v in self.malformed.items() if v["count"]},
             "truncated_examples": self.truncated, "tokens": self.tokens,
-            "labels": self.label_counts}
+            "labels": self.label_counts,
+            **({"unlabeled_variants": self.variants} if self.variants else {})}
 
 
-def parse_rows(path, task, labeled, stats, progress=None):
-  """Yields (line, text_a, text_b, label id) of the valid rows of one file."""
-  rows = _physical_rows(path, task.file_format)
+def parse_rows(path, task, labeled, stats, progress=None, variant_column=None):
+  """Yields (line, text_a, text_b, label id) of the valid rows of one file.
+
+  variant_column: see resolve_columns; variants get label id UNLABELED.
+  """
+  rows = physical_rows(path, task.file_format)
   header = None
   if task.has_header:
     header = next((fields for _, fields in rows if fields), None)
     if header is None:
       raise InputError(path, "empty file (no header)")
-  cols = resolve_columns(task, header, path, labeled)
+  cols = resolve_columns(task, header, path, labeled, variant_column)
   label_ids = {label: i for i, label in enumerate(task.labels)}
   for line, fields in rows:
     if progress is not None:
@@ -197,15 +210,22 @@ def parse_rows(path, task, labeled, stats, progress=None):
     if isinstance(row, str):
       stats.skip(row, line)
     else:
+      stats.variants += _is_variant(fields, cols)
       yield (line, *row)
+
+
+def _is_variant(fields, cols):
+  return cols.variant is not None and bool(fields[cols.variant].strip())
 
 
 def _check_row(fields, cols, label_ids, unlabeled_id):
   """(text_a, text_b, label id) of a valid row, else the reason it is malformed."""
-  used = [c for c in (cols.a, cols.b, cols.label) if c is not None]
+  used = [c for c in (cols.a, cols.b, cols.label, cols.variant) if c is not None]
   if len(fields) != cols.count or max(used) >= len(fields):
     return "wrong_column_count"
-  label = unlabeled_id if cols.label is None else label_ids.get(fields[cols.label].strip())
+  # An augmented variant carries the teacher's distribution only: no gold label.
+  unlabeled = cols.label is None or _is_variant(fields, cols)
+  label = unlabeled_id if unlabeled else label_ids.get(fields[cols.label].strip())
   text_a = fields[cols.a].strip()
   text_b = fields[cols.b].strip() if cols.b is not None else None
   if label is None:
@@ -261,17 +281,19 @@ def encode_block(ids_a, ids_b, label_ids, max_seq_length, cls_id, sep_id):
   return features, truncated
 
 
-def convert_file(path, out_path, task, tokenizer, labeled, progress=None, num_examples=0):
+def convert_file(path, out_path, task, tokenizer, labeled, progress=None, num_examples=0,
+                 variant_column=None):
   """Writes one split's records; returns (SplitStats, first decoded examples).
 
   Streams the file in blocks of BLOCK rows, so memory does not grow with it.
+  variant_column: see resolve_columns.
   Raises InputError when the file has no valid row.
   """
   stats = SplitStats(task.labels)
   examples = []
   with tfrecord.TFRecordWriter(out_path) as writer:
     block = []
-    for row in parse_rows(path, task, labeled, stats, progress):
+    for row in parse_rows(path, task, labeled, stats, progress, variant_column):
       block.append(row)
       if len(block) == BLOCK:
         examples += _write_block(block, writer, task, tokenizer, stats, num_examples)
@@ -301,11 +323,11 @@ def _write_block(block, writer, task, tokenizer, stats, num_examples):
           for i in range(min(wanted, len(block)))]
 
 
-def preflight(path, task, labeled):
+def preflight(path, task, labeled, variant_column=None):
   """Reads up to the first valid row, so that a file that cannot be used at all
   fails before the output directory is claimed."""
   stats = SplitStats(task.labels)
-  if next(parse_rows(path, task, labeled, stats), None) is None:
+  if next(parse_rows(path, task, labeled, stats, variant_column=variant_column), None) is None:
     _raise_no_rows(path, stats)
 
 

@@ -16,12 +16,15 @@ from pipeline.core.errors import InputError
 # Shape kinds: "seq" = [max_seq_length], "pred" = [max_predictions_per_seq],
 # "labels" = [num_labels] (classification tasks), or a fixed int length.
 INT64, FLOAT, BYTES = "int64", "float", "bytes"
+# A float16 vector stored as its raw little-endian bytes in one BytesList value
+# (tf.train.Example has no 16-bit floats); readers decode it to float32.
+HALF = "half"
 
 
 @dataclasses.dataclass(frozen=True)
 class Feature:
   name: str
-  dtype: str  # INT64, FLOAT or BYTES (tf.train.Example's Int64List/FloatList/BytesList)
+  dtype: str  # INT64, FLOAT, BYTES (Int64List/FloatList/BytesList) or HALF (see above)
   shape: object  # "seq", "pred" or an int; BYTES features hold one value (shape 1)
 
   def length(self, max_seq_length, max_predictions_per_seq, num_labels=None):
@@ -105,6 +108,13 @@ QA_EVAL_FEATURES = QA_FEATURES + (
     Feature("doc_span_index", INT64, 1),
 )
 QA_MODEL_INPUTS = ("input_ids", "input_mask", "segment_ids")
+# QA distill records = QA records + the fine-tuned teacher's start and end
+# logits of every window position (temperature 1), float16 [S] each: 4 bytes
+# per position against 24 for the record's own three int64 [S] features.
+QA_TEACHER_FEATURES = (
+    Feature("teacher_start_logits", HALF, "seq"),
+    Feature("teacher_end_logits", HALF, "seq"),
+)
 
 
 def feature_lengths(features, max_seq_length, max_predictions_per_seq, num_labels=None):
@@ -118,7 +128,7 @@ def tf_feature_spec(features, max_seq_length, max_predictions_per_seq=0, num_lab
   dtypes = {INT64: tf.int64, FLOAT: tf.float32}
   spec = {}
   for f in features:
-    if f.dtype == BYTES:  # one packed value per record, decoded by the reader
+    if f.dtype in (BYTES, HALF):  # one packed value per record, decoded by the reader
       spec[f.name] = tf.io.FixedLenFeature([], tf.string)
     else:
       spec[f.name] = tf.io.FixedLenFeature(

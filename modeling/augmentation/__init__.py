@@ -1,0 +1,1 @@
+"""TinyBERT-style data augmentation: word candidates from a model, and the stage run."""
