@@ -119,10 +119,27 @@ def teacher(args):
                           f"--output_dir={_path(args, 'teacher')}",
                           *_train_flags(args, 1, args.teacher_lr, args.teacher_epochs)],
        "teacher")
+  args.teacher = teacher_checkpoint(args)
   _run(args, "extract_teacher_labels", [
-      f"--init_checkpoint={_path(args, 'teacher', 'best')}", f"--vocab_file={args.vocab}",
+      f"--init_checkpoint={args.teacher}", f"--vocab_file={args.vocab}",
       f"--input_dir={_path(args, 'records')}", f"--output_dir={_path(args, 'labels')}",
       "--batch_size=32"], "labels")
+
+
+def teacher_checkpoint(args):
+  """The teacher's kept checkpoint with the best dev `best_f1` (SQuAD 2.0's F1 at the
+  null threshold chosen on dev, as run_squad users tune null_score_diff_threshold).
+
+  best/ holds the best dev f1 at threshold 0; on this small sample that is the
+  first epoch's always-null model (49.80), which no later epoch beat at threshold
+  0 while their span answers improved, so the run's kept checkpoints are compared
+  by best_f1 instead (still a dev-only choice).
+  """
+  evals = _read_json(_path(args, "teacher", "eval_results.json"))
+  kept = {int(name.split("-")[1].split(".")[0]) for name in
+          os.listdir(_path(args, "teacher", "checkpoints")) if name.startswith("ckpt-")}
+  best = max((e for e in evals if e["step"] in kept), key=lambda e: (e["best_f1"], -e["step"]))
+  return _path(args, "teacher", "checkpoints", f"ckpt-{best['step']}")
 
 
 def students(args):
@@ -150,7 +167,8 @@ def evaluate(args, name, run_dir):
   """tools/evaluate.py's JSON of a run's best/ on the dev records (cached)."""
   out = _path(args, "eval", f"{name}.json")
   if not os.path.exists(out):
-    tooling.run_tool("evaluate", [f"--checkpoint={run_dir}/best",
+    checkpoint = run_dir if os.path.basename(run_dir).startswith("ckpt-") else f"{run_dir}/best"
+    tooling.run_tool("evaluate", [f"--checkpoint={checkpoint}",
                                   f"--input_dir={_path(args, 'records')}",
                                   f"--output_json={out}", f"--vocab_file={args.vocab}"],
                      os.path.join(args.log_dir, f"eval_{name}.log"))
@@ -208,7 +226,7 @@ def benchmark(args, runs):
   out = _path(args, "benchmark")
   if not os.path.exists(os.path.join(out, "benchmark.json")):
     seed = args.seeds[0]
-    models = [f"teacher=:{_path(args, 'teacher', 'best')}",
+    models = [f"teacher=:{args.teacher}",
               f"tiny_distilled=:{runs['distilled'][seed]}/best",
               f"tiny_no_teacher=:{runs['no_teacher'][seed]}/best"]
     tooling.run_tool("benchmark", [f"--models={','.join(models)}",
@@ -241,7 +259,8 @@ def full_squad_arithmetic(args):
   from modeling.networks import bert  # pylint: disable=import-outside-toplevel
   stats = _read_json(_path(args, "teacher", "stats.json"))
   minilm = bert.load_config(_path(args, "pretrained", "minilm_l6", "bert_config.json"))
-  achieved = span_training_flops(minilm) * stats["sequences_per_second"]  # FLOP/s
+  # The teacher trained on args.max_seq_length windows: its rate in FLOP/s at that length.
+  achieved = span_training_flops(minilm, args.max_seq_length) * stats["sequences_per_second"]
   peak = train_throughput.matmul_rate("float32") * 1e9
   utilization = achieved / peak
   models = {"BERT-base (teacher size)": bert.load_config("bert_base"), "MiniLM-L6": minilm,
@@ -252,8 +271,7 @@ def full_squad_arithmetic(args):
   for name, c in models.items():
     total = span_training_flops(c) * SQUAD_V11_TRAIN_WINDOWS * EPOCHS
     rows[name] = {"total_pflop": total / 1e15, "this_cpu_hours": total / achieved / 3600,
-                  "8_gpu_minutes": total / (8 * A100_BF16_DENSE_TFLOPS * 1e12 * utilization)
-                                   / 60}
+                  "8_gpu_seconds": total / (8 * A100_BF16_DENSE_TFLOPS * 1e12 * utilization)}
   return {"formula": FLOPS_FORMULA, "windows": SQUAD_V11_TRAIN_WINDOWS, "epochs": EPOCHS,
           "measured_teacher_sequences_per_second": stats["sequences_per_second"],
           "achieved_gflops": achieved / 1e9, "cpu_matmul_gflops": peak / 1e9,
@@ -262,11 +280,11 @@ def full_squad_arithmetic(args):
 
 
 def arithmetic_md(a):
-  rows = ["| Model | Training PFLOP (2 epochs) | This CPU (hours) | 8 x A100 (minutes) |",
+  rows = ["| Model | Training PFLOP (2 epochs) | This CPU (hours) | 8 x A100 (seconds) |",
           "|---|---:|---:|---:|"]
   for name, r in a["models"].items():
-    rows.append(f"| {name} | {r['total_pflop']:.1f} | {r['this_cpu_hours']:.0f} | "
-                f"{r['8_gpu_minutes']:.1f} |")
+    rows.append(f"| {name} | {r['total_pflop']:.2f} | {r['this_cpu_hours']:.1f} | "
+                f"{r['8_gpu_seconds']:.0f} |")
   return "\n".join([
       "## The full SQuAD v1.1 run, by arithmetic", "",
       "\n".join(rows), "",
@@ -276,7 +294,9 @@ def arithmetic_md(a):
       f"float32 matmul rate ({a['cpu_matmul_gflops']:.0f} GFLOP/s, measured in the same "
       "run). The 8-GPU column assumes the same share of an A100's dense BF16 peak "
       f"({a['gpu_peak_tflops']:.0f} TFLOP/s, datasheet) on each of 8 GPUs with perfect "
-      "scaling: an estimate from these two figures, not a GPU measurement.", ""])
+      "scaling and no input, evaluation or start-up time: the compute floor from these "
+      "two figures, not a GPU measurement (a GPU's matmuls reach less of its datasheet peak "
+      "than this CPU's of its measured rate, so real runs take longer).", ""])
 
 
 # ---------------------------------------------------------------- report
@@ -293,7 +313,8 @@ def markdown(result, bench_md):
     rows.append(f"| baseline: {name.replace('_', ' ')} | - | {m['exact']:.2f} | {m['f1']:.2f} | "
                 f"{m.get('HasAns_f1', 0):.2f} | {m.get('NoAns_f1', 0):.2f} | - |")
   t = result["teacher"]
-  rows.append(f"| teacher MiniLM-L6 (fine-tuned) | 1 | {t['exact']:.2f} | {t['f1']:.2f} | "
+  rows.append(f"| teacher MiniLM-L6 (fine-tuned; {os.path.basename(result['teacher_checkpoint'])}) "
+              f"| 1 | {t['exact']:.2f} | {t['f1']:.2f} | "
               f"{t['HasAns_f1']:.2f} | {t['NoAns_f1']:.2f} | {t['best_f1']:.2f} |")
   for arm, summary in result["students"].items():
     rows.append(f"| BERT-tiny {arm.replace('_', ' ')} | {len(summary['seeds'])} | "
@@ -303,7 +324,8 @@ def markdown(result, bench_md):
   tests = ["| Comparison | F1 distilled | F1 no teacher | Difference | p (paired bootstrap) |",
            "|---|---:|---:|---:|---:|"]
   for name, t in result["significance"].items():
-    tests.append(f"| {name} | {t['mean_a']:.2f} | {t['mean_b']:.2f} | {t['diff']:+.2f} | "
+    tests.append(f"| {name} | {100 * t['mean_a']:.2f} | {100 * t['mean_b']:.2f} | "
+                 f"{100 * t['diff']:+.2f} | "
                  f"{t['p_value']:.4f} |")
   s = result["settings"]
   return "\n".join([
@@ -320,6 +342,12 @@ def markdown(result, bench_md):
       f"{s['teacher_lr']:g}. Students: the shipped BERT-tiny, {s['student_epochs']:g} epochs "
       f"at lr {s['student_lr']:g}; distilled: alpha {s['alpha']:g}, T {s['temperature']:g} on "
       "the teacher's cached start/end logits (float16).", "",
+      "Teacher's dev curve (official metric after every epoch; f1 at null threshold 0, "
+      "best_f1 at the threshold chosen on dev):", "",
+      "| step | EM | F1 | HasAns F1 | NoAns F1 | best F1 |", "|---:|---:|---:|---:|---:|---:|",
+      "\n".join(f"| {e['step']} | {e['exact']:.2f} | {e['f1']:.2f} | {e['HasAns_f1']:.2f} | "
+                f"{e['NoAns_f1']:.2f} | {e['best_f1']:.2f} |" for e in result["teacher_epochs_dev"]),
+      "",
       "## Does the teacher help?", "",
       "\n".join(tests), "",
       "One-sided paired bootstrap over dev questions (10,000 resamples): per seed pair, and "
@@ -345,7 +373,7 @@ def main(argv=None):
   teacher(args)
   runs = students(args)
   dataset = dev_dataset(args)
-  teacher_eval = evaluate(args, "teacher", _path(args, "teacher"))
+  teacher_eval = evaluate(args, "teacher", args.teacher)
   evals = {arm: {s: evaluate(args, f"{arm}_s{s}", d) for s, d in by_seed.items()}
            for arm, by_seed in runs.items()}
   bench, bench_dir = benchmark(args, runs)
@@ -356,6 +384,8 @@ def main(argv=None):
       "command": "python bench/qa_run.py " + " ".join(sys.argv[1:] if argv is None else argv),
       "settings": {k: v for k, v in vars(args).items() if k not in ("log_dir", "vocab")},
       "records": records, "baselines": baselines(dataset), "teacher": teacher_eval["metrics"],
+      "teacher_checkpoint": args.teacher,
+      "teacher_epochs_dev": _read_json(_path(args, "teacher", "eval_results.json")),
       "students": summarize(evals), "significance": compare_arms(dataset, evals, args.seeds),
       "benchmark": bench, "full_squad_v11": full_squad_arithmetic(args),
       "load_average_start": load_before,
