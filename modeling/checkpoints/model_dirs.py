@@ -18,6 +18,7 @@ import shutil
 import tensorflow as tf
 
 from modeling.checkpoints import training as training_checkpoints
+from pipeline.core import stage
 
 CONFIG_FILE = training_checkpoints.CONFIG_FILE
 WEIGHTS_PREFIX = "model.ckpt"
@@ -41,12 +42,8 @@ def write_model_dir(model, directory, card_name, card, step=0, extra_files=None)
   for name, text in files.items():
     with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
       f.write(text)
-  old = previous(directory)
-  shutil.rmtree(old, ignore_errors=True)
-  if os.path.exists(directory):
-    os.replace(directory, old)
-  os.replace(tmp, directory)
-  shutil.rmtree(old, ignore_errors=True)
+  # A fixed .old name: recover_interrupted puts it back after a kill between renames.
+  stage.replace_directory(tmp, directory, previous(directory))
   return os.path.join(directory, os.path.basename(prefix))
 
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from modeling.networks import bert as bert_lib
 from modeling.models import heads
+from pipeline.core import stage
 
 
 def _spec(name):
@@ -76,7 +77,5 @@ def export_saved_model(model, export_dir):
     archive.add_endpoint(name, fn, input_signature=signature)
   archive.write_out(tmp, verbose=False)
   model.config.to_json_file(os.path.join(tmp, "bert_config.json"))
-  if os.path.exists(export_dir):
-    shutil.rmtree(export_dir)
-  os.replace(tmp, export_dir)
+  stage.replace_directory(tmp, export_dir)
   return export_dir

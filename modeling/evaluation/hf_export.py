@@ -87,7 +87,7 @@ def export_checkpoint(config):
   try:
     _write(source, tmp, vocab_file, tokens, do_lower_case, config)
     verify(source.model, tmp)
-    _publish(tmp, target)
+    stage.replace_directory(tmp, target)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   print(f"export: {config.checkpoint} -> {target} (Hugging Face "
@@ -276,10 +276,3 @@ def verify(model, directory):
     raise RuntimeError(f"the Hugging Face export reads back different tensors: {differ}")
 
 
-def _publish(tmp, target):
-  """Renames tmp into place; an earlier export is moved aside first, then removed."""
-  old = f"{target}.old.{os.getpid()}"
-  if os.path.exists(target):
-    os.replace(target, old)
-  os.replace(tmp, target)
-  shutil.rmtree(old, ignore_errors=True)

@@ -252,7 +252,8 @@ def export_model(model, target_dir, quantize="none", calibration_dir=None,
     report = _write_exports(model, work, quantize, calibration)
     report.update(info or {})
     _write_info(work, report)
-    _publish(work, target_dir)
+    os.makedirs(os.path.dirname(target_dir), exist_ok=True)
+    stage.replace_directory(work, target_dir)
   finally:
     shutil.rmtree(work, ignore_errors=True)
   print(f"export: onnx {head} -> {target_dir} (fusions {report['fusions']}"
@@ -296,10 +297,3 @@ def _write_info(work, report):
     f.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
 
 
-def _publish(work, target_dir):
-  os.makedirs(os.path.dirname(target_dir), exist_ok=True)
-  old = f"{target_dir}.old.{os.getpid()}"
-  if os.path.exists(target_dir):
-    os.replace(target_dir, old)
-  os.replace(work, target_dir)
-  shutil.rmtree(old, ignore_errors=True)

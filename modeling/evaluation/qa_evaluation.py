@@ -25,7 +25,6 @@ from modeling.training import qa_runs
 from pipeline.core import kinds
 from pipeline.core.errors import InputError
 from pipeline.inputs import qa_dataset
-from pipeline.labels import qa_labels
 from pipeline.labels import task_labels
 from pipeline.records import schema
 
@@ -80,8 +79,8 @@ def load_span_model(checkpoint, inp, config_file=None):
     model = span.load_span_model(checkpoint, config=config, dtype="float32")
   except (OSError, ValueError) as e:
     raise InputError(checkpoint, str(e)) from None
-  qa_labels.check_span_model(inp.manifest, model.config, checkpoint,
-                             task_labels.run_vocab_sha256(checkpoint))
+  task_labels.check_model_fits(inp.manifest, model.config, checkpoint,
+                               task_labels.run_vocab_sha256(checkpoint), "span model")
   return model
 
 

@@ -32,6 +32,7 @@ from modeling.networks import bert as bert_lib
 from modeling.models import classification
 from pipeline.records import schema
 from pipeline.text import tokenization
+from pipeline.core import stage
 
 # The reference clean_text drops these (pipeline/text/tokenization.py).
 _DROPPED = r"[\x{0}\x{FFFD}]|[^\P{Cc}\t\n\r]|\p{Cf}"
@@ -189,11 +190,7 @@ def publish_export(archive, export_dir, config, vocab_file, files):
   for name, content in files.items():
     with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
       f.write(json.dumps(content, indent=1, sort_keys=True) + "\n")
-  old = f"{export_dir}.old.{os.getpid()}"
-  if os.path.exists(export_dir):
-    os.replace(export_dir, old)
-  os.replace(tmp, export_dir)
-  shutil.rmtree(old, ignore_errors=True)
+  stage.replace_directory(tmp, export_dir)
   return export_dir
 
 

@@ -217,7 +217,8 @@ def _qa_labels(config, manifest):
   model = _load_task_teacher(config, settings, lambda path, c, dtype: (
       span.load_span_model(path, config=c, dtype=dtype)))
   path = config.init_checkpoint
-  qa_labels.check_span_model(manifest, model.config, path, task_labels.run_vocab_sha256(path))
+  task_labels.check_model_fits(manifest, model.config, path,
+                               task_labels.run_vocab_sha256(path), "span model")
   stage_config = qa_labels.stage_config(manifest, settings, model.config.to_dict(),
                                         _weights_sha256(model))
   out = _claim(config, manifest, kinds.QA_DISTILL_RECORDS, stage_config)

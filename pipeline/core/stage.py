@@ -77,6 +77,18 @@ def atomic_write_text(path, text):
   os.replace(tmp, path)
 
 
+def replace_directory(tmp, target, old=None):
+  """Renames the complete directory `tmp` to `target`: an existing `target` is moved
+  to `old` (default `<target>.old.<pid>`) first and removed after, so `target` is
+  always either the previous complete directory or the new one."""
+  old = old or f"{target}.old.{os.getpid()}"
+  shutil.rmtree(old, ignore_errors=True)
+  if os.path.exists(target):
+    os.replace(target, old)
+  os.replace(tmp, target)
+  shutil.rmtree(old, ignore_errors=True)
+
+
 def read_json(path):
   try:
     with open(path, encoding="utf-8") as f:

@@ -46,22 +46,6 @@ def encode_span_logits(outputs):
 CACHE_FORMAT = task_labels.CacheFormat(schema.QA_MODEL_INPUTS, encode_span_logits)
 
 
-def check_span_model(records_manifest, bert_config, path, trained_vocab_sha=None):
-  """Raises InputError unless a span model fits the QA records."""
-  config = records_manifest["config"]
-  records_sha = config.get("vocab_sha256")
-  if trained_vocab_sha and trained_vocab_sha != records_sha:
-    raise InputError(path, f"the span model was fine-tuned with vocab "
-                     f"{trained_vocab_sha[:12]}... but the records in "
-                     f"{records_manifest['_dir']} use {str(records_sha)[:12]}...")
-  if bert_config.vocab_size != config["vocab_size"]:
-    raise InputError(path, f"vocab_size {bert_config.vocab_size} differs from the "
-                     f"records' vocab of {config['vocab_size']} ids")
-  if config["max_seq_length"] > bert_config.max_position_embeddings:
-    raise InputError(path, f"max_position_embeddings {bert_config.max_position_embeddings} "
-                     f"< the records' max_seq_length {config['max_seq_length']}")
-
-
 def stage_config(records_manifest, settings, bert_config, weights_sha):
   """The output's identity: the records' config + settings + the teacher."""
   config = dict(records_manifest["config"])

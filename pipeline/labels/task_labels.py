@@ -75,31 +75,37 @@ def run_vocab_sha256(checkpoint):
   return None
 
 
-def check_classifier(records_manifest, bert_config, num_labels, path,
-                     trained_vocab_sha=None):
-  """Raises InputError unless a classifier fits the records.
-
-  Args:
-    bert_config: its BertConfig; num_labels: its C; path: for messages.
-    trained_vocab_sha: the vocab it was fine-tuned with, when its run
-      recorded it (run_vocab_sha256; else only the vocab size is compared).
-  """
+def check_model_fits(records_manifest, bert_config, path, trained_vocab_sha=None,
+                     what="model"):
+  """Raises InputError unless a fine-tuned task model fits the records: the
+  vocab it was trained with (when its run recorded it; else only the vocab
+  size is compared) and a position table long enough for the records."""
   config = records_manifest["config"]
   records_sha = config.get("vocab_sha256")
   if trained_vocab_sha and trained_vocab_sha != records_sha:
-    raise InputError(path, f"the classifier was fine-tuned with vocab "
+    raise InputError(path, f"the {what} was fine-tuned with vocab "
                      f"{trained_vocab_sha[:12]}... but the records in "
                      f"{records_manifest['_dir']} use {str(records_sha)[:12]}...")
   if bert_config.vocab_size != config["vocab_size"]:
     raise InputError(path, f"vocab_size {bert_config.vocab_size} differs "
                      f"from the records' vocab of {config['vocab_size']} ids")
-  if num_labels != config["num_labels"]:
-    raise InputError(path, f"the classifier predicts {num_labels} labels, "
-                     f"the records have {config['num_labels']}")
   if config["max_seq_length"] > bert_config.max_position_embeddings:
     raise InputError(path, f"max_position_embeddings "
                      f"{bert_config.max_position_embeddings} < the records' "
                      f"max_seq_length {config['max_seq_length']}")
+
+
+def check_classifier(records_manifest, bert_config, num_labels, path,
+                     trained_vocab_sha=None):
+  """check_model_fits, and the classifier predicts the records' number of labels.
+
+  Args:
+    bert_config: its BertConfig; num_labels: its C; path: for messages.
+  """
+  check_model_fits(records_manifest, bert_config, path, trained_vocab_sha, "classifier")
+  if num_labels != records_manifest["config"]["num_labels"]:
+    raise InputError(path, f"the classifier predicts {num_labels} labels, "
+                     f"the records have {records_manifest['config']['num_labels']}")
 
 
 def stage_config(records_manifest, settings, bert_config, num_labels, weights_sha):
