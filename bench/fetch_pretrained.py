@@ -29,6 +29,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from pipeline.core import startup  # noqa: E402  pylint: disable=wrong-import-position
+startup.quiet_tensorflow()  # no CUDA start-up noise on a CPU-only machine
 
 from modeling.networks import bert as bert_lib  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.corpus import packages  # noqa: E402  pylint: disable=wrong-import-position

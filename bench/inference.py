@@ -41,6 +41,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, BENCH)
+from pipeline.core import startup  # noqa: E402  pylint: disable=wrong-import-position
+startup.quiet_tensorflow()  # no CUDA start-up noise on a CPU-only machine
 
 # pylint: disable=wrong-import-position
 import inference_engines as engines  # noqa: E402
@@ -48,6 +50,7 @@ import inference_report as report  # noqa: E402
 import inference_serving as serving  # noqa: E402
 from tooling import PY  # noqa: E402
 
+CONFIG_PREFIX = "config:"
 QUICK = {"calls": 5, "warmup": 1, "requests": 32, "seq_lengths": "16,32"}
 
 
@@ -62,6 +65,11 @@ def parse_args(argv=None):
   p.add_argument("--models", required=True, help="name=checkpoint,... (teacher first)")
   p.add_argument("--teacher", help="which of --models is the teacher (default: the first)")
   p.add_argument("--pruned_checkpoint", help="[student_name=]checkpoint or prune output dir")
+  p.add_argument("--speed_reference",
+                 help="name=checkpoint, or name=config:CONFIG (a bundled config name or a "
+                 "bert_config.json: a seeded random-weight classifier of that shape, made in "
+                 "--work_dir), of the model the speed goal names (BERT-base) where no trained "
+                 "one can be had: timed at the goal's shape only; its metric is not a result")
   p.add_argument("--work_dir", default="/tmp/inference_bench")
   p.add_argument("--split", default="dev", help="split the task metric is measured on")
   p.add_argument("--metric", default="accuracy", help="the task metric of the goals")
@@ -102,7 +110,20 @@ def parse_args(argv=None):
     p.error("--models needs the teacher and at least one student")
   args.serve_model = args.serve_model or students[0]
   args.pruned = _pruned(p, args.pruned_checkpoint, students)
+  args.speed_reference = _named(p, "--speed_reference", args.speed_reference, args.models)
   return args
+
+
+def _named(parser, flag, value, taken):
+  """(name, absolute checkpoint) of a name=checkpoint flag, or None."""
+  if not value:
+    return None
+  if not re.match(r"^[\w.-]+=.", value):
+    parser.error(f"{flag}: expected name=checkpoint, got {value!r}")
+  name, path = value.split("=", 1)
+  if name in taken:
+    parser.error(f"{flag}: {name!r} is already one of --models")
+  return name, path if path.startswith(CONFIG_PREFIX) else os.path.abspath(path)
 
 
 def _pruned(parser, value, students):
@@ -125,7 +146,33 @@ def _roles(args):
   if args.pruned:
     name, of, path = args.pruned
     roles[name] = ("pruned", of, path, engines.PRUNED_FORMATS)
+  if args.speed_reference:
+    name, path = args.speed_reference
+    if path.startswith(CONFIG_PREFIX):
+      path = shaped_classifier(args, name, path[len(CONFIG_PREFIX):])
+    roles[name] = ("speed_reference", None, path, engines.PRUNED_FORMATS)
   return roles
+
+
+def shaped_classifier(args, name, config_name):
+  """A classifier of a config's shape with seeded random weights (for timing only),
+  with the records' labels and the vocab's size; made once in --work_dir."""
+  # pylint: disable=import-outside-toplevel
+  import keras
+  from modeling.models import classification
+  from modeling.networks import bert
+  directory = os.path.join(args.work_dir, "speed_reference", name)
+  if os.path.isfile(os.path.join(directory, classification.CLASSIFIER_FILE)):
+    return directory
+  with open(args.vocab_file, encoding="utf-8") as f:
+    vocab_size = sum(1 for _ in f)
+  labels = engines.record_labels(args.records_dir, args.split)
+  keras.utils.set_random_seed(0)
+  model = classification.build_classifier(
+      bert.load_config(config_name, vocab_size=vocab_size), len(labels))
+  classification.save_classifier(model, directory, labels=list(labels),
+                                 info={"speed_reference": config_name})
+  return directory
 
 
 def export_everything(args, roles, started):
@@ -180,14 +227,17 @@ def measure_latency(args, models, opened, notes):
           if seq > config["max_position_embeddings"]:
             row["skipped"] = f"max_position_embeddings {config['max_position_embeddings']}"
             continue
+          if entry["role"] == "speed_reference" and (seq, batch) != (args.seq_lengths[0], 1):
+            row["skipped"] = "speed reference: the goal's shape only"
+            continue
           feed = engines.timing_feed(batch, seq, config["vocab_size"])
           cases[name, fmt, seq, batch] = (opened[name, fmt], feed, batch)
   timed = engines.time_cases(cases, args.calls, args.warmup, args.max_case_seconds)
   for row in rows:
     row.update(timed.get((row["model"], row["format"], row["seq_length"], row["batch"]), {}))
-  skipped = [r for r in rows if "skipped" in r]
-  if skipped:
-    notes.append(f"{len(skipped)} cells skipped (sequence longer than the model's positions)")
+  for reason in sorted({r["skipped"] for r in rows if "skipped" in r}):
+    count = sum(r.get("skipped") == reason for r in rows)
+    notes.append(f"{count} cells skipped ({reason})")
   return rows
 
 
@@ -245,7 +295,8 @@ def run(args):
                    "ort_spinning": engines.ORT_SPINNING,
                    "max_case_seconds": args.max_case_seconds, "concurrency": args.concurrency,
                    "requests": args.requests,
-                   "reference": {"batch": 1, "seq_length": args.seq_lengths[0]}},
+                   "reference": {"batch": 1, "seq_length": args.seq_lengths[0]},
+                   "speed_reference": args.speed_reference and args.speed_reference[0]},
       "metric_input": {"dir": os.path.abspath(args.records_dir), "split": args.split,
                        "examples": sum(len(y) for _, y in batches)},
       "models": models, "latency": latency, "serving": serve, "environment": env,

@@ -171,6 +171,11 @@ def split_batches(records_dir, split, batch_size=32):
   return batches, inp.spec.labels
 
 
+def record_labels(records_dir, split):
+  """The label names of a split's records."""
+  return te.read_task_eval_input(records_dir, split).spec.labels
+
+
 def task_metrics(engine, batches, labels):
   """(metrics of te.task_metrics, predicted class ids [N]) from the engine's own logits."""
   logits = np.concatenate([engine(feed) for feed, _ in batches]).astype(np.float64)

@@ -35,6 +35,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, BENCH)
+from pipeline.core import startup  # noqa: E402  pylint: disable=wrong-import-position
+startup.quiet_tensorflow()  # no CUDA start-up noise on a CPU-only machine
 
 import fetch_pretrained  # noqa: E402  pylint: disable=wrong-import-position
 import significance  # noqa: E402  pylint: disable=wrong-import-position

@@ -14,6 +14,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from pipeline.core import startup  # noqa: E402  pylint: disable=wrong-import-position
+startup.quiet_tensorflow()  # no CUDA start-up noise on a CPU-only machine
 
 from modeling.evaluation import task_evaluation as te  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-position

@@ -53,6 +53,7 @@ def run_tool(tool, args, log_path=None, stop_at_step=None, env=None):
                             text=True, env=env, cwd=ROOT)
     for line in proc.stdout:
       log.write(line)
+      log.flush()  # so that a user can follow the run in its log
       lines = (lines + [line])[-200:]
       match = STEP_LINE.search(line)
       if match:

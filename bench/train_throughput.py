@@ -28,6 +28,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from pipeline.core import startup  # noqa: E402  pylint: disable=wrong-import-position
+startup.quiet_tensorflow()  # no CUDA start-up noise on a CPU-only machine
 
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 

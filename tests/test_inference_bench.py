@@ -43,11 +43,18 @@ def quick(tmp_path_factory):
   teacher = _classifier(base / "teacher", 32, 2, 64, 1)
   student = _classifier(base / "student", 16, 1, 32, 2)
   pruned = _classifier(base / "pruned", 16, 1, 8, 3)
+  reference = base / "reference_config.json"  # made into a random-weight classifier
+  reference.write_text(json.dumps({
+      "hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 2,
+      "intermediate_size": 96, "max_position_embeddings": 64, "vocab_size": 1,
+      "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+      "type_vocab_size": 2, "initializer_range": 0.02}))
   out = base / "out"
   cmd = [sys.executable, os.path.join(ROOT, "bench", "inference.py"), "--quick",
          f"--records_dir={records}", f"--vocab_file={vocab}",
          f"--models=teacher={teacher},student={student}",
-         f"--pruned_checkpoint=student={pruned}", f"--work_dir={base / 'work'}",
+         f"--pruned_checkpoint=student={pruned}", f"--speed_reference=base=config:{reference}",
+         f"--work_dir={base / 'work'}",
          "--calibration_examples=16", "--requests=24", "--serve_flags=--batch_timeout_ms=2",
          f"--output_json={out / 'inference.json'}", f"--output_md={out / 'inference.md'}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=tool_env())
@@ -59,10 +66,15 @@ def quick(tmp_path_factory):
 def test_every_cell_is_measured(quick):
   results = quick["results"]
   expected = {("teacher", f) for f in FORMATS} | {("student", f) for f in FORMATS} | {
-      ("student_pruned", "tf_fp32"), ("student_pruned", "onnx_fp32")}
+      ("student_pruned", "tf_fp32"), ("student_pruned", "onnx_fp32"),
+      ("base", "tf_fp32"), ("base", "onnx_fp32")}
   assert {(m, f) for m, e in results["models"].items() for f in e["formats"]} == expected
   cells = {(r["model"], r["format"], r["seq_length"], r["batch"]): r for r in results["latency"]}
   assert set(cells) == {(m, f, s, b) for m, f in expected for s in SEQS for b in BATCHES}
+  for key in [k for k in cells if k[0] == "base"]:  # the speed reference: the goal's shape only
+    assert ("skipped" in cells[key]) == (key[2:] != (SEQS[0], 1)), cells[key]
+    if "skipped" in cells[key]:
+      del cells[key]
   for row in cells.values():
     assert row["calls"] == 5 and 0 < row["p50_ms"] <= row["p99_ms"]
     assert row["seq_per_s"] == pytest.approx(row["batch"] * 1e3 / row["mean_ms"])
@@ -112,9 +124,11 @@ def test_goals_follow_from_the_measurements(quick):
   assert [v["value"] for v in pruned["values"]] == pytest.approx([speedup, kept])
   assert pruned["met"] == (speedup >= 1.5 and kept >= 0.98)
   best = [g for g in results["goals"] if "best format" in g["goal"]][0]
-  ratio = (min(_p50(results, "teacher", f) for f in FORMATS)
+  assert best["goal"].startswith("student (1L-16D) vs base (3L-48D)")  # the speed reference
+  ratio = (min(_p50(results, "base", f) for f in ("tf_fp32", "onnx_fp32"))
            / min(_p50(results, "student", f) for f in FORMATS))
   assert best["values"][0]["value"] == pytest.approx(ratio) and best["met"] == (ratio >= 8)
+  assert "vs the teacher teacher (2L-32D" in best["measured"]
   serving = results["serving"]
   added = next(g for g in results["goals"] if "adds" in g["goal"])
   assert added["values"][0]["value"] == pytest.approx(
@@ -127,5 +141,7 @@ def test_report_and_plot_are_written(quick):
   text = (quick["out"] / "inference.md").read_text()
   assert "QUICK smoke run" in text and "## Goals" in text and "## Serving load test" in text
   assert text.count("| teacher | ONNX int8 static |") == len(SEQS) * len(BATCHES)
+  assert text.count("| base (speed only) | ONNX fp32 |") == len(SEQS) * len(BATCHES)
+  assert "cells skipped (speed reference: the goal's shape only)" in text
   assert "Load average" in text and "bench/inference.py --quick" in text
   assert (quick["out"] / "inference.png").read_bytes()[:4] == b"\x89PNG"
