@@ -186,6 +186,26 @@ def test_attention_kl_matches_numpy_with_padding_keys():
   assert dl.attention_kl(t, t, mask).numpy() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_attention_kl_stays_finite_where_the_student_underflows():
+  """A student probability of exactly 0 on a key the teacher attends to (a peaked
+  head's softmax underflow) costs t * 87.3 (the log floored at the smallest normal
+  float32), not inf, and every gradient stays finite."""
+  mask = np.ones((1, 3), np.int32)
+  t = np.array([[[[0.5, 0.3, 0.2]] * 3]], np.float32)  # [B=1,N=1,S=3,S=3]
+  logits = tf.constant([[[[0.0, 200.0, -200.0]] * 3]])  # softmax: [~0, 1, exactly 0]
+  with tf.GradientTape() as tape:
+    tape.watch(logits)
+    s = tf.nn.softmax(logits)
+    kl = dl.attention_kl(s, t, mask)
+  assert float(s[0, 0, 0, 2]) == 0.0
+  floor = np.log(np.finfo(np.float32).tiny)
+  log_s = np.log(np.maximum(s.numpy().astype(np.float64), np.finfo(np.float32).tiny))
+  want = (_xlogx(t) - t * log_s).sum(-1).mean()
+  assert np.isfinite(kl.numpy()) and kl.numpy() == pytest.approx(want, rel=1e-5)
+  assert want > 0.2 * -floor  # the floored key dominates, as it should
+  assert np.all(np.isfinite(tape.gradient(kl, logits).numpy()))
+
+
 def test_uniform_layer_map():
   assert dl.uniform_layer_map(12, 4) == (3, 6, 9, 12)
   assert dl.uniform_layer_map(4, 2) == (2, 4)

@@ -17,6 +17,7 @@ from modeling.training import pretraining
 from modeling.training import run
 from modeling.training import trainer
 from pipeline.inputs import pretraining_dataset
+from pipeline.core import errors
 from pipeline.core.errors import ConfigError, InputError
 
 # No dropout: runs that should match must see the same function.
@@ -170,6 +171,21 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
                                err_msg=a.path)
   moved = _model(seed=5).trainable_variables[0].numpy()
   assert not np.allclose(moved, big.trainable_variables[0].numpy())
+
+
+def test_a_diverged_run_stops_with_a_one_line_error(tmp_path):
+  """A NaN loss (here: weights overflowed by a huge SGD step) stops the run at the
+  next logged step instead of training on for nothing and reporting success."""
+  model = _model(seed=5)
+  optimizer = keras.optimizers.SGD(1e30)
+  optimizer.build(model.trainable_variables)
+  config = trainer.TrainerConfig(6, 8, log_every_steps=2)
+  loop = trainer.Trainer(model, optimizer, pretraining.PretrainingTask(), config,
+                         str(tmp_path))
+  with pytest.raises(errors.DivergedError, match=r"loss (nan|inf) at step \d: the run "
+                     "diverged"):
+    loop.train(_fixed_examples(16).batch(8).repeat())
+  assert loop.step < 6
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -190,6 +190,9 @@ def next_sentence_kl(teacher_nsp_logits, student_nsp_logits):
   return tf.reduce_mean(full_kl(teacher_nsp_logits, student_nsp_logits, 1.0))
 
 
+_TINY = 1.1754944e-38  # The smallest normal float32 (np.finfo(np.float32).tiny).
+
+
 def hidden_mse(student_hidden, teacher_hidden, input_mask):
   """Mean squared error over the real tokens and the H_t features: scalar.
 
@@ -221,8 +224,13 @@ def attention_kl(student_probs, teacher_probs, input_mask):
   if s.shape[1] != t.shape[1]:
     s = tf.reduce_mean(s, 1, keepdims=True)  # [B,1,S,S]
     t = tf.reduce_mean(t, 1, keepdims=True)
-  # xlogy: 0 where the teacher's key probability is 0, gradient included.
-  kl = tf.reduce_sum(tf.math.xlogy(t, t) - tf.math.xlogy(t, s), -1)  # [B,N,S]
+  # A peaked student head's softmax underflows to exactly 0 on keys the teacher
+  # still attends to (seen with 3 of MiniLM's own layers as the student): log(0)
+  # would make the loss inf and every gradient NaN. The student's log is floored
+  # at the smallest normal float32 (log = -87.3), so such a key costs at most
+  # 87 * t; the teacher's zeros (padding keys) add exactly 0, gradient included.
+  log_s = tf.math.log(tf.maximum(s, _TINY))
+  kl = tf.reduce_sum(tf.math.xlogy(t, t) - tf.math.multiply_no_nan(log_s, t), -1)  # [B,N,S]
   return weighted_mean(tf.reduce_mean(kl, 1), input_mask)
 
 

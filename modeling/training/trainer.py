@@ -24,6 +24,7 @@ Per-step data: each rank feeds micro-batches of global_batch_size /
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ import tensorflow as tf
 
 from modeling.networks import bert as bert_lib
 from modeling.checkpoints import training as training_checkpoints
+from pipeline.core import errors
 from pipeline.core import progress as progress_lib
 from pipeline.core import world as world_lib
 from pipeline.core import stage
@@ -250,6 +252,10 @@ class Trainer:
     # The ranks' mean: what a single process with the global batch reports.
     values = self._world.allreduce_sum([metrics[n] for n in names])
     metrics = {n: v / self._world.size for n, v in zip(names, values)}
+    if not math.isfinite(metrics["loss"]):  # The same on every rank: all stop together.
+      raise errors.DivergedError(
+          self._output_dir or "training", f"loss {metrics['loss']} at step {step}: the "
+          "run diverged; stopped (lower --learning_rate, or check the loss' inputs)")
     lr = float(self._optimizer.learning_rate)  # The next step's rate.
     self._log(f"step {step}/{self._config.num_train_steps}  "
               f"loss {metrics['loss']:.4f}  lr {lr:.3e}  "

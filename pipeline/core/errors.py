@@ -63,6 +63,11 @@ class CorruptRecordError(InputError, ValueError):
     return self.__class__, (self.path, self.offset, self.what)
 
 
+class DivergedError(InputError):
+  """A training run whose loss is no longer finite (stopped at a logging step; the
+  checkpoints saved before it are kept, so a rerun with other settings can start over)."""
+
+
 class ConfigError(ValueError):
   """A bad setting (flags, a config dataclass): printed as `error: flags: <cause>`.
 
