@@ -29,7 +29,6 @@ and requests, short sequences; outputs in --work_dir/quick/ unless given).
 """
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -133,9 +132,13 @@ def _pruned(parser, value, students):
   of, path = value.split("=", 1) if re.match(r"^[\w.-]+=", value) else (students[0], value)
   if of not in students:
     parser.error(f"--pruned_checkpoint: {of!r} is not one of the students {students}")
-  steps = glob.glob(os.path.join(path, "step-*", "best"))
-  if os.path.isfile(os.path.join(path, "pruning.json")) and steps:
-    path = max(steps, key=lambda s: int(re.search(r"step-(\d+)", s).group(1)))
+  report = os.path.join(path, "pruning.json")
+  if os.path.isfile(report):  # A tools/prune.py output: its last step's best/.
+    with open(report, encoding="utf-8") as f:
+      steps = json.load(f)["steps"]
+    if not steps:
+      parser.error(f"--pruned_checkpoint: {report} lists no pruning step")
+    path = steps[-1]["checkpoint"]
   return f"{of}_pruned", of, os.path.abspath(path)
 
 

@@ -145,3 +145,17 @@ def test_report_and_plot_are_written(quick):
   assert "cells skipped (speed reference: the goal's shape only)" in text
   assert "Load average" in text and "bench/inference.py --quick" in text
   assert (quick["out"] / "inference.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_prune_output_directory_means_its_last_step(tmp_path):
+  """--pruned_checkpoint=<tools/prune.py output>: the checkpoint its pruning.json
+  gives for the last step (step-k/recover/best), not the directory itself."""
+  from bench import inference  # pylint: disable=import-outside-toplevel
+  last = str(tmp_path / "pruned" / "step-2" / "recover" / "best")
+  (tmp_path / "pruned").mkdir()
+  (tmp_path / "pruned" / "pruning.json").write_text(json.dumps(
+      {"steps": [{"checkpoint": last.replace("step-2", "step-1")}, {"checkpoint": last}]}))
+  args = inference.parse_args([
+      f"--records_dir={tmp_path}", f"--vocab_file={tmp_path / 'vocab.txt'}",
+      "--models=teacher=/t,student=/s", f"--pruned_checkpoint={tmp_path / 'pruned'}"])
+  assert args.pruned == ("student_pruned", "student", last)
