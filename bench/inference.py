@@ -164,11 +164,11 @@ def shaped_classifier(args, name, config_name):
   import keras
   from modeling.models import classification
   from modeling.networks import bert
+  from pipeline.text import tokenization
   directory = os.path.join(args.work_dir, "speed_reference", name)
   if os.path.isfile(os.path.join(directory, classification.CLASSIFIER_FILE)):
     return directory
-  with open(args.vocab_file, encoding="utf-8") as f:
-    vocab_size = sum(1 for _ in f)
+  vocab_size = len(tokenization.load_vocab(args.vocab_file))
   labels = engines.record_labels(args.records_dir, args.split)
   keras.utils.set_random_seed(0)
   model = classification.build_classifier(
