@@ -56,7 +56,8 @@ def _published(d):
 
 # --- 2. errors cross processes ---------------------------------------------------
 
-_ARGS = {"InputError": ("a/b", "why"), "OutputError": ("a/b", "full", True),
+_ARGS = {"InputError": ("a/b", "why"), "DivergedError": ("a/b", "loss nan"),
+         "OutputError": ("a/b", "full", True),
          "OutputBusyError": ("a/b", 123), "CorruptRecordError": ("a/b", 778417),
          "ConfigError": ("bad flag",), "AlreadyRunning": ("root",),
          "StageFailed": ("x exited 2",), "_CutShort": ("short", 10)}
