@@ -16,7 +16,8 @@ run(s) of bench/task_recipe_runs.py -> per-example test predictions
 (bench/task_recipe_predict.py) -> tools/benchmark.py (teacher + one run per arm)
 -> significance and report (bench/task_recipe_report.py).
 
-Students: BERT-tiny 2L-128 (its shipped weights) and "own": --own_layers of the
+Students: BERT-tiny 2L-128 (its shipped weights) and, per --own_students entry
+(LAYERS:EPOCHS; runs named own<L>l_e<epochs>_<arm>_s<seed>), that many of the
 fine-tuned teacher's own layers (DistilBERT-style --init_from=teacher_layers;
 its no-teacher twin starts from the same layers). --plan prints every run with
 a CPU-time estimate from the seconds per step measured on the runs done so
@@ -47,8 +48,8 @@ from pipeline.core import stage  # noqa: E402  pylint: disable=wrong-import-posi
 
 QUICK = dict(work_dir="/tmp/task_recipe_quick", seeds="1,2", num_variants=8, teacher_epochs=6,
              teacher_lr=2e-3, student_lr=2e-3, alpha=0.5, temperature=2, tiny_epochs=12,
-             tiny_aug_epochs=4, own_epochs=4, own_aug_epochs=2, phase1_passes=18,
-             own_layers=2, own_arms="no_teacher,kd,all", calibration_steps=10, repeats=5)
+             tiny_aug_epochs=4, own_students="2:4", own_aug_epochs=2, phase1_passes=18,
+             own_arms="no_teacher,kd,all", calibration_steps=10, repeats=5)
 
 
 def parse_args(argv=None):
@@ -70,8 +71,9 @@ def parse_args(argv=None):
   p.add_argument("--tiny_epochs", type=float, default=3.0)
   p.add_argument("--tiny_aug_epochs", type=float, default=1.0)
   p.add_argument("--tiny_arms", default=",".join(rr.ARMS))
-  p.add_argument("--own_layers", type=int, default=3)
-  p.add_argument("--own_epochs", type=float, default=1.0)
+  p.add_argument("--own_students", default="3:1",
+                 help="students made from the teacher's own layers: LAYERS:EPOCHS[:ARM+ARM"
+                      "...],... (arms default to --own_arms)")
   p.add_argument("--own_aug_epochs", type=float, default=0.4)
   p.add_argument("--own_arms", default="no_teacher,kd,inter")
   p.add_argument("--budget_cpu_hours", type=float, default=6.0)
@@ -92,12 +94,36 @@ def parse_args(argv=None):
     p.error("--teacher_epochs: the issue asks for >= 2 (fine-tuned to convergence)")
   args.seeds = [int(s) for s in args.seeds.split(",")]
   for name in ("tiny_arms", "own_arms"):
-    arms = tuple(a for a in getattr(args, name).split(",") if a)
-    if set(arms) - set(rr.ARMS) or "no_teacher" not in arms:
-      p.error(f"--{name}: a subset of {rr.ARMS} with no_teacher")
-    setattr(args, name, arms)
+    setattr(args, name, _arms(p, name, getattr(args, name).split(",")))
+  args.own_students = _own_students(p, args.own_students, args.own_arms)
   args.log_dir = os.path.join(args.work_dir, "logs")
   return args
+
+
+def _arms(parser, name, items):
+  arms = tuple(a for a in items if a)
+  if set(arms) - set(rr.ARMS) or "no_teacher" not in arms:
+    parser.error(f"--{name}: a subset of {rr.ARMS} with no_teacher")
+  return arms
+
+
+def _own_students(parser, spec, default_arms):
+  """"3:1,4:2:no_teacher+kd" -> ((3, 1.0, default_arms), (4, 2.0, ("no_teacher", "kd")))."""
+  out = []
+  for item in filter(None, spec.split(",")):
+    fields = item.split(":")
+    try:
+      layers, epochs = int(fields[0]), float(fields[1])
+    except (ValueError, IndexError):
+      parser.error(f"--own_students: {item!r} is not LAYERS:EPOCHS[:ARMS]")
+    if len(fields) > 3 or layers < 1 or epochs <= 0:
+      parser.error(f"--own_students: {item!r}: LAYERS >= 1, EPOCHS > 0, then ARMS")
+    arms = _arms(parser, "own_students", fields[2].split("+")) if len(fields) == 3 \
+        else default_arms
+    out.append((layers, epochs, arms))
+  if len({(l, e) for l, e, _ in out}) != len(out):
+    parser.error("--own_students: a student is listed twice")
+  return tuple(out)
 
 
 def _path(ctx, *parts):
@@ -180,9 +206,12 @@ def teacher(ctx):
         "--eval_split=dev", "--log_every_steps=20"], "teacher", "teacher:train", steps)
   ctx.teacher = os.path.join(out, "best")
   ctx.teacher_config = os.path.join(ctx.teacher, "bert_config.json")
-  own = dict(td.read_json(ctx.teacher_config), num_hidden_layers=ctx.own_layers)
-  ctx.own_config = _path(ctx, f"own_{ctx.own_layers}l_config.json")
-  stage.atomic_write_text(ctx.own_config, json.dumps(own, indent=2, sort_keys=True))
+  ctx.own_configs = {}
+  for layers in sorted({layers for layers, _, _ in ctx.own_students}):
+    own = dict(td.read_json(ctx.teacher_config), num_hidden_layers=layers)
+    ctx.own_configs[layers] = _path(ctx, f"own_{layers}l_config.json")
+    stage.atomic_write_text(ctx.own_configs[layers],
+                            json.dumps(own, indent=2, sort_keys=True))
 
 
 def labels(ctx, records_dir, name):
@@ -207,16 +236,21 @@ def augmentation(ctx):
 
 
 def students(ctx):
+  """BERT-tiny, then each --own_students entry (key own<L>l_e<epochs>)."""
   teacher = (f"--teacher_config={ctx.teacher_config}", f"--teacher_checkpoint={ctx.teacher}")
   tiny_init = ("--init_from=checkpoint", f"--init_checkpoint={ctx.tiny_init}") \
       if ctx.tiny_init else ()
-  return [rr.Student("tiny", "BERT-tiny 2L-128" + (" (shipped weights)" if ctx.tiny_init
-                                                   else " (tiny_student, random)"),
-                     ctx.tiny_config, tiny_init, ctx.tiny_epochs, ctx.tiny_aug_epochs,
-                     ctx.tiny_arms),
-          rr.Student("own", f"{ctx.own_layers} of the teacher's layers (DistilBERT-style)",
-                     ctx.own_config, ("--init_from=teacher_layers",) + teacher, ctx.own_epochs,
-                     ctx.own_aug_epochs, ctx.own_arms)]
+  out = [rr.Student("tiny", "tiny", "BERT-tiny 2L-128" + (" (shipped weights)" if ctx.tiny_init
+                                                  else " (tiny_student, random)"),
+                    ctx.tiny_config, tiny_init, ctx.tiny_epochs, ctx.tiny_aug_epochs,
+                    ctx.tiny_arms)]
+  for layers, epochs, arms in ctx.own_students:
+    out.append(rr.Student(
+        f"own{layers}l_e{epochs:g}", f"own{layers}l",
+        f"{layers} of the teacher's layers (DistilBERT-style), {epochs:g} epoch(s)",
+        ctx.own_configs.get(layers, "(after the teacher)"),
+        ("--init_from=teacher_layers",) + teacher, epochs, ctx.own_aug_epochs, arms))
+  return out
 
 
 def prepare(ctx):
@@ -262,12 +296,16 @@ def benchmark(ctx, runs):
       (f"{r.student}_{r.arm}", os.path.join(r.out, "best")) for r in runs
       if r.phase != "phase1" and r.seed == first]
   out = _path(ctx, "benchmark")
-  if not os.path.exists(os.path.join(out, "benchmark.json")):
+  done = os.path.join(out, "benchmark.json")
+  have = ([m["name"] for m in td.read_json(done)["models"]] if os.path.exists(done) else None)
+  if have != [n for n, _ in models]:
+    # Another set of rows (a student added): every row is timed again in one
+    # run, so the speed ratios stay comparable.
     _tool(ctx, "benchmark", [
         "--models=" + ",".join(f"{n}=:{c}" for n, c in models),
         f"--input_dir={ctx.records}", "--split=test", f"--vocab_file={ctx.vocab_file}",
         f"--repeats={ctx.repeats}", "--throughput_batch=32", f"--output_dir={out}"],
-          "benchmark")
+          "benchmark")  # a report directory: rewritten
   return td.read_json(os.path.join(out, "benchmark.json")), out
 
 
@@ -279,13 +317,14 @@ def calibrate(ctx):
     return td.read_json(path)
   own = dict(td.read_json(ctx.teacher_base if ctx.teacher_base.endswith(".json") else
                           os.path.join(ROOT, "modeling", "configs", ctx.teacher_base + ".json")),
-             num_hidden_layers=ctx.own_layers)
+             num_hidden_layers=ctx.own_students[0][0])
+  own_arch = f"own{ctx.own_students[0][0]}l"
   own_path = _path(ctx, "calibration_own_config.json")
   stage.atomic_write_text(own_path, json.dumps(own))
   out = {}
   for kind, config, init in (("teacher:train", ctx.teacher_base, ctx.teacher_init),
                              ("tiny:train", ctx.tiny_config, ctx.tiny_init),
-                             ("own:train", own_path, None)):
+                             (own_arch + ":train", own_path, None)):
     name = "calibrate_" + kind.split(":")[0]
     record = _tool(ctx, "finetune", [
         f"--model_config={config}", *([f"--init_checkpoint={init}"] if init else []),
@@ -311,11 +350,12 @@ def plan(ctx):
                   else int(ctx.rows * (1 + 0.97 * ctx.num_variants)))  # ~3% duplicates
   for name in ("teacher", "labels", "aug_labels"):
     setattr(ctx, name, getattr(ctx, name, None) or _path(ctx, name))
-  ctx.teacher_config = ctx.own_config = "(after the teacher)"
+  ctx.teacher_config, ctx.own_configs = "(after the teacher)", {}
   timings = rr.read_timings(_path(ctx, "timings"))
   measured = rr.rates(timings)
-  calibration = {} if {"teacher:train", "tiny:train", "own:train"} <= set(measured) \
-      else calibrate(ctx)
+  needed = {"teacher:train", "tiny:train"} | {f"own{layers}l:train"
+                                              for layers, _, _ in ctx.own_students}
+  calibration = {} if needed <= set(measured) else calibrate(ctx)
   teacher_rate = rr.rate_for("teacher:train", measured, calibration)
   steps = int(ctx.teacher_rows * ctx.teacher_epochs / ctx.batch_size + 0.999)
   rows = [("teacher", "teacher:train", steps, _done(_path(ctx, "teacher")), teacher_rate)]

@@ -86,8 +86,7 @@ def build(ctx, students, runs, preds, bench, command):
             "config": {k: getattr(ctx, k) for k in (
                 "seeds", "max_seq_length", "batch_size", "teacher_epochs", "teacher_lr",
                 "num_variants", "student_lr", "alpha", "temperature", "phase1_passes",
-                "tiny_epochs", "tiny_aug_epochs", "own_layers", "own_epochs",
-                "own_aug_epochs")},
+                "tiny_epochs", "tiny_aug_epochs", "own_students", "own_aug_epochs")},
             "rows": {"train": ctx.rows, "augmented": ctx.aug_rows},
             "teacher": {"test_accuracy": teacher_acc,
                         "dev_accuracy": _stats_dir(ctx.teacher)["best_value"],
@@ -164,8 +163,9 @@ def markdown(result, bench_md, png_name):
            f"* Students: lr {c['student_lr']:g}; KD alpha {c['alpha']:g}, T "
            f"{c['temperature']:g}; phase 1 {c['phase1_passes']:g} pass(es) of the original "
            f"rows' steps; BERT-tiny {c['tiny_epochs']:g} epochs (augmented: "
-           f"{c['tiny_aug_epochs']:g}); own {c['own_layers']} layers {c['own_epochs']:g} "
-           f"epochs (augmented: {c['own_aug_epochs']:g}). Best dev checkpoint per run.",
+           f"{c['tiny_aug_epochs']:g}); own-layer students (layers, epochs) "
+           f"{', '.join(f'({l}, {e:g})' for l, e, _ in c['own_students'])} (augmented: "
+           f"{c['own_aug_epochs']:g} epochs). Best dev checkpoint per run.",
            f"* CPU time of all child runs: {result['cpu_seconds_total'] / 3600:.2f} h.", "",
            "## Goals (test split, mean over seeds; arm chosen on dev)", "",
            "| student | arm | kept vs teacher | needed | speedup batch 1 | p vs no-teacher |",

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 ARMS = ("no_teacher", "kd", "inter", "aug", "all")
 PARTS = {"no_teacher": (False, False, False), "kd": (True, False, False),
@@ -26,7 +27,8 @@ PARTS = {"no_teacher": (False, False, False), "kd": (True, False, False),
 
 @dataclasses.dataclass(frozen=True)
 class Student:
-  key: str  # tiny | own
+  key: str  # tiny | own<L>l_e<epochs>: run names
+  arch: str  # tiny | own<L>l: the cost model's unit (seconds per step)
   title: str
   config: str  # bert_config.json or a bundled name
   init_flags: tuple  # distill.py flags of its init (teacher_layers: + the teacher's)
@@ -39,6 +41,7 @@ class Student:
 class Run:
   name: str  # <student>_<arm>_s<seed>[_p1]
   student: str
+  arch: str
   arm: str
   seed: int
   phase: str  # single | phase1 | phase2
@@ -54,7 +57,7 @@ class Run:
 
   @property
   def kind(self):
-    return f"{self.student}:{'phase1' if self.phase == 'phase1' else 'train'}"
+    return f"{self.arch}:{'phase1' if self.phase == 'phase1' else 'train'}"
 
 
 def planned_runs(ctx, students):
@@ -79,7 +82,7 @@ def arm_runs(ctx, s, arm, seed):
   loss = ([f"--alpha={ctx.alpha:g}", f"--temperature={ctx.temperature:g}"] if uses_teacher
           else ["--alpha=1"])
   if not inter:
-    return [Run(name, s.key, arm, seed, "single", base + list(s.init_flags) + loss, out, rows,
+    return [Run(name, s.key, s.arch, arm, seed, "single", base + list(s.init_flags) + loss, out, rows,
                 epochs, ctx.batch_size)]
   p1_out = out + "_p1"
   p1_epochs = ctx.phase1_passes * ctx.rows / rows
@@ -89,9 +92,9 @@ def arm_runs(ctx, s, arm, seed):
       "--distill_phase=backbone", "--hidden_mse_weight=1", "--attention_kl_weight=1",
       f"--num_train_epochs={p1_epochs:.6g}", f"--output_dir={p1_out}"]
   phase2 = base + loss + ["--init_from=checkpoint", f"--init_checkpoint={p1_out}"]
-  return [Run(name + "_p1", s.key, arm, seed, "phase1", phase1, p1_out, rows, p1_epochs,
+  return [Run(name + "_p1", s.key, s.arch, arm, seed, "phase1", phase1, p1_out, rows, p1_epochs,
               ctx.batch_size),
-          Run(name, s.key, arm, seed, "phase2", phase2, out, rows, epochs, ctx.batch_size)]
+          Run(name, s.key, s.arch, arm, seed, "phase2", phase2, out, rows, epochs, ctx.batch_size)]
 
 
 def tool_flags(run):
@@ -134,16 +137,37 @@ def slope(steps):
   return {"cpu": (c1 - c0) / (s1 - s0), "wall": (w1 - w0) / (s1 - s0)}
 
 
+_OWN = re.compile(r"^own(\d+)l:(train|phase1)$")
+
+
+def _scaled_own(kind, known):
+  """own<L>l from another own<L'>l rate, times L / L' (the encoder layers are the
+  step's cost; embeddings and head are small beside them)."""
+  match = _OWN.match(kind)
+  for other, rate in sorted(known.items()) if match else ():
+    seen = _OWN.match(other)
+    if seen and seen.group(2) == match.group(2):
+      factor = int(match.group(1)) / int(seen.group(1))
+      return {"cpu": rate["cpu"] * factor, "wall": rate["wall"] * factor,
+              "source": "modelled"}
+  return None
+
+
 def rate_for(kind, measured, calibration):
-  """Measured, else calibrated, else modelled (phase 1 = the student's step + a
-  teacher forward pass, a third of a teacher training step)."""
+  """Measured, else calibrated, else modelled (an own-layer student of another
+  depth: scaled by its layers; phase 1 = the student's step + a teacher forward
+  pass, a third of a teacher training step)."""
   if kind in measured:
     return measured[kind]
   if kind in calibration:
     return dict(calibration[kind], source="calibration")
+  scaled = _scaled_own(kind, measured) or _scaled_own(kind, calibration)
+  if scaled:
+    return scaled
   student, what = kind.split(":")
   teacher = measured.get("teacher:train") or calibration.get("teacher:train")
-  base = measured.get(f"{student}:train") or calibration.get(f"{student}:train")
+  base = (measured.get(f"{student}:train") or calibration.get(f"{student}:train") or
+          _scaled_own(f"{student}:train", measured))
   if what == "phase1" and teacher and base:
     return {k: base[k] + teacher[k] / 3 for k in ("cpu", "wall")} | {"source": "modelled"}
   return None
