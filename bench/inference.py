@@ -246,7 +246,11 @@ def measure_latency(args, models, opened, notes):
 
 def load_test(args, server, export_dir, texts):
   """results["serving"]: the bare model, then each concurrency level."""
-  bare = serving.bare_latency(serving.BareModel(export_dir), texts, args.calls, args.warmup)
+  model = serving.BareModel(export_dir)
+  bare = serving.bare_latency(model, texts, args.calls, args.warmup)
+  # The ceiling of "thanks to batching": the bare model's own batched throughput.
+  bare["batched_seq_per_s"] = {str(b): v for b, v in serving.bare_batched(
+      model, texts, (4, 8, 16, 32), seconds=1.0 if args.quick else 4.0).items()}
   levels = []
   for concurrency in args.concurrency:
     levels.append(serving.load_level(server, texts, concurrency, args.requests))

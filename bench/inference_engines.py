@@ -43,14 +43,29 @@ ORT_SPINNING = False
 SOURCE_FILE = "bench_source.json"  # beside each cached export: what it was made from
 
 
+# The modules that write each kind of export: an edit to them redoes the export.
+_EXPORTERS = {"saved_model": ("task_export.py",),
+              "onnx": ("onnx_export.py", "onnx_graph.py", "onnx_quantize.py")}
+
+
+def _exporter_sha256(kind):
+  digest = hashlib.sha256()
+  for name in _EXPORTERS["saved_model" if kind == "saved_model" else "onnx"]:
+    with open(os.path.join(os.path.dirname(evaluation.__file__), name), "rb") as f:
+      digest.update(f.read())
+  return digest.hexdigest()
+
+
 def fingerprint(checkpoint, records_dir, vocab_file, kind):
-  """What an export depends on: the checkpoint files (size, mtime), records, vocab."""
+  """What an export depends on: the checkpoint files (size, mtime), records, vocab
+  and the exporter's code."""
   files = evaluation.checkpoint_files(checkpoint)
   manifest = os.path.join(records_dir, "manifest.json")
   parts = [(os.path.abspath(f), os.path.getsize(f), os.path.getmtime(f))
            for f in files + [manifest, vocab_file]]
   return {"kind": kind, "checkpoint": os.path.abspath(checkpoint),
-          "files_sha256": hashlib.sha256(json.dumps(parts).encode()).hexdigest()}
+          "files_sha256": hashlib.sha256(json.dumps(parts).encode()).hexdigest(),
+          "exporter_sha256": _exporter_sha256(kind)}
 
 
 def cached(target, source, make):

@@ -65,10 +65,13 @@ class BareModel:
     self.signature = tf.saved_model.load(export_dir).signatures["serving_default"]
 
   def __call__(self, text):
-    a, b = text
-    inputs = {"text_a": self.tf.constant([a])}
-    if b is not None:
-      inputs["text_b"] = self.tf.constant([b])
+    return self.batch([text])
+
+  def batch(self, texts):
+    """[(text_a, text_b or None)] -> logits [B,C]: one serving_default call."""
+    inputs = {"text_a": self.tf.constant([a for a, _ in texts])}
+    if texts[0][1] is not None:
+      inputs["text_b"] = self.tf.constant([b for _, b in texts])
     return self.signature(**inputs)["logits"].numpy()
 
 
@@ -183,6 +186,23 @@ def load_level(server, texts, concurrency, requests):
           "wall_seconds": wall, "model_calls": calls,
           "mean_batch_rows": (after["rows"] - before["rows"]) / calls if calls else None,
           "max_batch_rows": after["max_batch_rows"]}
+
+
+def bare_batched(model, texts, batch_sizes, seconds=4.0, warmup=3):
+  """{batch: seq/s} of back-to-back serving_default calls on consecutive texts:
+  what batching can gain at best on this machine, with no server at all."""
+  out = {}
+  for batch in batch_sizes:
+    chunks = [[texts[(k + i) % len(texts)] for i in range(batch)]
+              for k in range(0, 64 * batch, batch)]
+    for chunk in chunks[:warmup]:
+      model.batch(chunk)
+    rows, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+      model.batch(chunks[(rows // batch) % len(chunks)])
+      rows += batch
+    out[batch] = rows / (time.perf_counter() - start)
+  return out
 
 
 def bare_latency(model, texts, calls, warmup):

@@ -24,6 +24,7 @@ from modeling.evaluation import serving_layout as layout
 from modeling.serving import model as model_lib
 from modeling.serving import server
 from pipeline.core.errors import ConfigError, InputError
+from pipeline.text import tokenization
 from tests.conftest import ROOT, run_tool, tool_env
 
 tf = pytest.importorskip("tensorflow")
@@ -154,7 +155,7 @@ def test_status_metadata_and_health(single):
   assert list(sig["inputs"]) == ["text_a"] and sig["inputs"]["text_a"]["dtype"] == "DT_STRING"
   assert sig["inputs"]["text_a"]["tensor_shape"] == {"dim": [{"size": "-1", "name": ""}],
                                                       "unknown_rank": False}
-  assert set(sig["outputs"]) == {"probabilities", "logits", "label_id", "label"}
+  assert set(sig["outputs"]) == {"probabilities", "logits", "label_id", "label", "truncated"}
   assert sig["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
   assert [d["size"] for d in sig["outputs"]["probabilities"]["tensor_shape"]["dim"]] == [
       "-1", "2"]
@@ -290,9 +291,10 @@ def test_truncation_is_flagged(single, direct, exports):
   _assert_rows_equal(rows["predictions"], direct("single", text_a=texts))
   code, columns = _http(f"{url}/v1/models/model:predict", {"inputs": texts})
   assert columns["outputs"]["truncated"] == [False, True, False]
-  pieces = app.state.model.tokenizer.encode_batch(texts)
+  pieces = tokenization.BertTokenizer(os.path.join(exports["single"], "vocab.txt"),
+                                     True).encode_batch(texts)
   assert [len(p) for p in pieces] == [2, 30, SEQ - 2]
-  del exports
+  del app
 
 
 def test_pair_task(exports, direct):
@@ -339,7 +341,8 @@ def test_versioned_export_dir_refuses_bad_versions(version):
 
 @pytest.mark.parametrize("settings", [{"model_name": "a/b"}, {"max_batch_size": 0},
                                       {"port": 70000}, {"batch_timeout_ms": -1},
-                                      {"max_request_bytes": 0}])
+                                      {"max_request_bytes": 0}, {"http": "nginx"},
+                                      {"loop": "trio"}])
 def test_bad_settings_are_config_errors(settings):
   with pytest.raises(ConfigError):
     server.ServeConfig(model_dir="x", **settings)
@@ -355,6 +358,11 @@ def test_bad_model_dirs_are_input_errors(exports, tmp_path):
                            (tmp_path / "absent", "no such directory")):
     with pytest.raises(InputError, match=words):
       model_lib.read_info(str(directory))
+  # An export from before serving_default said which inputs it cut: re-export.
+  defs = model_lib.read_info(exports["single"]).signature_defs
+  del defs["serving_default"]["outputs"]["truncated"]
+  with pytest.raises(InputError, match=r"lacks the outputs \['truncated'\].*tools/export.py"):
+    model_lib.check_signature(exports["single"], defs, False)
 
 
 def test_tool_refuses_a_bad_model_dir_in_one_line(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from modeling.evaluation import classification_metrics as cm
 from modeling.evaluation import task_evaluation as te
 from modeling.evaluation import serving_layout as layout
+from pipeline.text import tokenization
 from tests.conftest import run_tool, start_tool
 
 tf = pytest.importorskip("tensorflow")
@@ -307,3 +308,28 @@ def test_compare_tokenizers_counts_the_known_difference(task):
   newer = task_export.compare_tokenizers(["a\u2e52b"], task["vocab"], True)
   assert newer["differing"] == 1
   assert newer["examples"][0][1:] == [["a", "[UNK]", "b"], ["[UNK]"]]
+
+
+def test_serving_pads_to_the_longest_input_and_flags_truncation(task):
+  """The records' layout pads to S; serving_default's inputs stop at the batch's
+  longest row, the same ids and mask up to it, and say which rows were cut."""
+  from modeling.evaluation import task_export  # pylint: disable=import-outside-toplevel
+  texts = [_sentence(random.Random(i), i % 2) for i in range(6)]
+  texts[2] = " ".join(texts[2:5])  # three sentences: the one row cut
+  lengths = np.array([len(x) for x in tokenization.BertTokenizer(
+      task["vocab"], True).encode_batch(texts)])
+  for pair, others in ((False, 0), (True, lengths[0])):  # text_b: texts[0] in every row
+    total = lengths + others
+    seq = int(np.sort(total)[-2]) + (3 if pair else 2)  # every row but the longest fits
+    encoder = task_export.TextEncoder(task["vocab"], True, max_seq_length=seq)
+    args = [tf.constant(texts)] + ([tf.constant(texts[:1] * len(texts))] if pair else [])
+    fixed, longest = encoder(*args), encoder(*args, pad_to_longest=True)
+    width = int(fixed["input_mask"].numpy().sum(1).max())
+    assert fixed["input_ids"].shape[1] == seq and longest["input_ids"].shape[1] == width
+    for name in ("input_ids", "input_mask", "segment_ids"):
+      np.testing.assert_array_equal(longest[name].numpy(), fixed[name].numpy()[:, :width])
+    cut = longest["truncated"].numpy()
+    assert cut.tolist() == (total > seq - (3 if pair else 2)).tolist() and cut.sum() >= 1
+    two = np.argsort(total)[:2]  # the two shortest rows alone
+    short = encoder(*[tf.gather(x, two) for x in args], pad_to_longest=True)
+    assert short["input_ids"].shape[1] < width and not short["truncated"].numpy().any()

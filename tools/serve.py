@@ -29,6 +29,10 @@ flags.DEFINE_float("batch_timeout_ms", 0.0, "Longest a request waits for others 
                    "model call ran).")
 flags.DEFINE_integer("max_request_bytes", 1 << 20, "Larger request bodies get 413.")
 flags.DEFINE_integer("max_instances", 256, "More instances per request get 400.")
+flags.DEFINE_enum("http", "auto", server.HTTP_IMPLEMENTATIONS, "uvicorn's HTTP parser "
+                  "(auto: httptools, the C one, when installed).")
+flags.DEFINE_enum("loop", "auto", server.LOOPS, "uvicorn's event loop (auto: uvloop when "
+                  "installed).")
 
 
 def main(argv):
@@ -37,7 +41,7 @@ def main(argv):
       model_dir=FLAGS.model_dir, model_name=FLAGS.model_name, host=FLAGS.host,
       port=FLAGS.port, max_batch_size=FLAGS.max_batch_size,
       batch_timeout_ms=FLAGS.batch_timeout_ms, max_request_bytes=FLAGS.max_request_bytes,
-      max_instances=FLAGS.max_instances))
+      max_instances=FLAGS.max_instances, http=FLAGS.http, loop=FLAGS.loop))
 
 
 if __name__ == "__main__":

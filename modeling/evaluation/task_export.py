@@ -1,10 +1,14 @@
 """SavedModel export of a classifier that takes raw text.
 
-Shape legend: B=batch, S=max_seq_length, C=number of labels, T=word pieces.
+Shape legend: B=batch, S=max_seq_length, C=number of labels, T=word pieces,
+L=the batch's longest input in word pieces with [CLS]/[SEP] (<= S).
 
 Signatures (float32 graph, whatever precision trained the model):
   serving_default: text_a string [B] (+ text_b string [B] for pair tasks)
-      -> probabilities [B,C], logits [B,C], label_id int32 [B], label string [B]
+      -> probabilities [B,C], logits [B,C], label_id int32 [B], label string [B],
+      truncated bool [B] (the input was cut to S). The model runs on [B,L], not
+      [B,S]: padding adds nothing to a row's outputs (it is masked), so short
+      texts cost what they are, not what the longest possible one would.
   encoded: input_ids, input_mask, segment_ids int32 [B,S'] (S' <= the
       model's max_position_embeddings) -> the same outputs
   tokenize: the text inputs -> input_ids, input_mask, segment_ids int32 [B,S]
@@ -93,23 +97,28 @@ class TextEncoder(tf.Module):
     """string [B] -> int64 ragged [B,(T)] ids, no [CLS]/[SEP]."""
     return self.tokenizer.tokenize(self.normalize(text))
 
-  def __call__(self, text_a, text_b=None):
-    """-> {input_ids, input_mask, segment_ids}: int32 [B,S]."""
+  def __call__(self, text_a, text_b=None, pad_to_longest=False):
+    """-> {input_ids, input_mask, segment_ids}: int32 [B,S] (the records' layout),
+    or [B,L] with pad_to_longest; plus truncated: bool [B]."""
     s = self.max_seq_length
     a = self.word_pieces(text_a)
     if text_b is None:
+      truncated = a.row_lengths() > s - 2
       segments = [a[:, :s - 2]]
     else:
       b = self.word_pieces(text_b)
+      truncated = a.row_lengths() + b.row_lengths() > s - 3
       keep_a, keep_b = truncated_lengths(a.row_lengths(), b.row_lengths(), s - 3)
       segments = [_keep_first(a, keep_a), _keep_first(b, keep_b)]
     ids, segment_ids = self._text.combine_segments(
         segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
-    input_ids, input_mask = self._text.pad_model_inputs(ids, s)
-    segment_ids, _ = self._text.pad_model_inputs(segment_ids, s)
+    # max(.., 2): an empty batch still gets a valid [0,2] shape.
+    length = tf.maximum(tf.reduce_max(ids.row_lengths()), 2) if pad_to_longest else s
+    input_ids, input_mask = self._text.pad_model_inputs(ids, length)
+    segment_ids, _ = self._text.pad_model_inputs(segment_ids, length)
     return {"input_ids": tf.cast(input_ids, tf.int32),
             "input_mask": tf.cast(input_mask, tf.int32),
-            "segment_ids": tf.cast(segment_ids, tf.int32)}
+            "segment_ids": tf.cast(segment_ids, tf.int32), "truncated": truncated}
 
 
 def _outputs(model, labels, inputs):
@@ -127,14 +136,17 @@ def _endpoints(model, encoder, labels, pair):
               for n in schema.CLASSIFICATION_MODEL_INPUTS]
 
   def serving(*texts):
-    return _outputs(model, labels, encoder(*texts))
+    inputs = encoder(*texts, pad_to_longest=True)
+    return _outputs(model, labels, inputs) | {"truncated": inputs.pop("truncated")}
 
   def encoded(input_ids, input_mask, segment_ids):
     return _outputs(model, labels, {"input_ids": input_ids, "input_mask": input_mask,
                                     "segment_ids": segment_ids})
 
   def tokenize(*texts):
-    return encoder(*texts)
+    inputs = encoder(*texts)
+    del inputs["truncated"]
+    return inputs
 
   return [("serving_default", serving, text_specs), ("encoded", encoded, id_specs),
           ("tokenize", tokenize, text_specs)]

@@ -17,10 +17,10 @@ import numpy as np
 from modeling.evaluation import task_export
 from modeling.evaluation import serving_layout as layout
 from pipeline.core.errors import InputError
-from pipeline.text import tokenization
 
 SIGNATURE = "serving_default"
 OUTPUTS = ("probabilities", "logits", "label_id", "label")
+TRUNCATED = "truncated"  # bool [B]: the input was cut to max_seq_length
 TEXT_INPUTS = {False: ("text_a",), True: ("text_a", "text_b")}
 
 
@@ -70,7 +70,7 @@ def _read_task(export_dir):
     raise InputError(path, f"malformed: {e!r}") from None
 
 
-def _check_signature(export_dir, defs, pair):
+def check_signature(export_dir, defs, pair):
   """The serving signature takes the task's text inputs and gives our outputs."""
   if SIGNATURE not in defs:
     raise InputError(export_dir, f"no {SIGNATURE} signature (has {sorted(defs)})")
@@ -80,9 +80,10 @@ def _check_signature(export_dir, defs, pair):
       inputs[n]["dtype"] != "DT_STRING" for n in expected):
     raise InputError(export_dir, f"{SIGNATURE} takes {sorted(inputs)}, not the raw text "
                      f"inputs {list(expected)} (string) of a classifier export")
-  missing = [n for n in OUTPUTS if n not in outputs]
+  missing = [n for n in OUTPUTS + (TRUNCATED,) if n not in outputs]
   if missing:
-    raise InputError(export_dir, f"{SIGNATURE} lacks the outputs {missing}")
+    raise InputError(export_dir, f"{SIGNATURE} lacks the outputs {missing} (exports "
+                     "made before they were added: run tools/export.py again)")
 
 
 def read_info(model_dir):
@@ -90,7 +91,7 @@ def read_info(model_dir):
   export_dir, version = layout.resolve_model_dir(model_dir)
   defs = _signature_defs(export_dir)
   task = _read_task(export_dir)
-  _check_signature(export_dir, defs, task["pair"])
+  check_signature(export_dir, defs, task["pair"])
   return ModelInfo(export_dir=export_dir, version=version, labels=task["labels"],
                    pair=task["pair"], max_seq_length=task["max_seq_length"],
                    inputs=TEXT_INPUTS[task["pair"]], signature_defs=defs)
@@ -102,7 +103,7 @@ def _first_line(error):
 
 
 class ServedModel:
-  """The loaded serving signature plus a reference tokenizer to flag truncation."""
+  """The loaded serving signature."""
 
   def __init__(self, model_dir):
     """Loads and warms up (traces) the export, so the first request is not slow."""
@@ -114,22 +115,13 @@ class ServedModel:
     self._tf = tf
     try:
       self._signature = tf.saved_model.load(export_dir).signatures[SIGNATURE]
-      self.tokenizer = tokenization.BertTokenizer(
-          os.path.join(export_dir, "vocab.txt"), _read_task(export_dir)["do_lower_case"])
       self.predict(["warm up"] * 2, ["warm up"] * 2 if self.info.pair else None)
     except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
       raise InputError(export_dir, f"cannot load: {_first_line(e)}") from None
 
-  def truncated(self, text_a, text_b=None):
-    """bool [B]: the in-graph tokenizer cuts the input at max_seq_length."""
-    budget = self.info.max_seq_length - (3 if text_b is not None else 2)
-    total = np.array([len(x) for x in self.tokenizer.encode_batch(text_a)])
-    if text_b is not None:
-      total += np.array([len(x) for x in self.tokenizer.encode_batch(text_b)])
-    return total > budget
-
   def predict(self, text_a, text_b=None):
-    """Lists of str [B] -> {output: array [B,...]} plus "truncated" bool [B].
+    """Lists of str [B] -> {output: array [B,...]} plus "truncated" bool [B]
+    (counted in the graph, on the word pieces the model saw).
 
     Runs in the batcher's worker thread: TensorFlow releases the GIL, so the
     event loop keeps accepting requests meanwhile.
@@ -140,5 +132,5 @@ class ServedModel:
     outputs = self._signature(**texts)
     result = {name: outputs[name].numpy() for name in OUTPUTS}
     result["label"] = np.array([x.decode("utf-8") for x in result["label"]], dtype=object)
-    result["truncated"] = self.truncated(text_a, text_b)
+    result[TRUNCATED] = outputs[TRUNCATED].numpy()
     return result

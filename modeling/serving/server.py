@@ -30,6 +30,8 @@ from pipeline.core.errors import ConfigError
 _PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
                    r"(?:/(?P<page>metadata|stats)|:(?P<verb>[A-Za-z]+))?$")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+HTTP_IMPLEMENTATIONS = ("auto", "h11", "httptools")
+LOOPS = ("auto", "asyncio", "uvloop")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,6 +45,8 @@ class ServeConfig:
   batch_timeout_ms: float = 0.0
   max_request_bytes: int = 1 << 20
   max_instances: int = 256
+  http: str = "auto"  # uvicorn's HTTP parser: auto (httptools if installed) | h11 | httptools
+  loop: str = "auto"  # uvicorn's event loop: auto (uvloop if installed) | asyncio | uvloop
 
   def __post_init__(self):
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.model_name or ""):
@@ -54,6 +58,9 @@ class ServeConfig:
         raise ConfigError(f"--{name} must be at least 1, not {getattr(self, name)}")
     if self.batch_timeout_ms < 0:
       raise ConfigError(f"--batch_timeout_ms must be >= 0, not {self.batch_timeout_ms}")
+    for name, allowed in (("http", HTTP_IMPLEMENTATIONS), ("loop", LOOPS)):
+      if getattr(self, name) not in allowed:
+        raise ConfigError(f"--{name} {getattr(self, name)!r}: one of {', '.join(allowed)}")
 
 
 def error(status, message, headers=None):
@@ -193,5 +200,5 @@ def serve(config):
   print(f"serve: {config.model_name} version {info.version} ({info.export_dir}; "
         f"{'pair' if info.pair else 'single'} text, labels {list(info.labels)}) at "
         f"http://{host}:{port}/v1/models/{config.model_name}", flush=True)
-  uvicorn.Server(uvicorn.Config(create_app(served, config), log_level="warning")).run(
-      sockets=[sock])
+  uvicorn.Server(uvicorn.Config(create_app(served, config), log_level="warning",
+                                http=config.http, loop=config.loop)).run(sockets=[sock])
