@@ -348,6 +348,14 @@ def test_bad_settings_are_config_errors(settings):
     server.ServeConfig(model_dir="x", **settings)
 
 
+def test_an_explicit_parser_or_loop_must_be_installed(monkeypatch):
+  monkeypatch.setattr(server.importlib.util, "find_spec", lambda name: None)
+  for settings in ({"http": "httptools"}, {"loop": "uvloop"}):
+    with pytest.raises(ConfigError, match="not installed"):
+      server.ServeConfig(model_dir="x", **settings)
+  server.ServeConfig(model_dir="x", http="h11", loop="asyncio")  # stdlib / uvicorn's own
+
+
 def test_bad_model_dirs_are_input_errors(exports, tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()

@@ -14,6 +14,7 @@ or path, 405 wrong method, 413 body over max_request_bytes.
 
 import contextlib
 import dataclasses
+import importlib.util
 import re
 import socket
 
@@ -59,8 +60,11 @@ class ServeConfig:
     if self.batch_timeout_ms < 0:
       raise ConfigError(f"--batch_timeout_ms must be >= 0, not {self.batch_timeout_ms}")
     for name, allowed in (("http", HTTP_IMPLEMENTATIONS), ("loop", LOOPS)):
-      if getattr(self, name) not in allowed:
-        raise ConfigError(f"--{name} {getattr(self, name)!r}: one of {', '.join(allowed)}")
+      value = getattr(self, name)
+      if value not in allowed:
+        raise ConfigError(f"--{name} {value!r}: one of {', '.join(allowed)}")
+      if value in ("httptools", "uvloop") and importlib.util.find_spec(value) is None:
+        raise ConfigError(f"--{name} {value}: not installed (pip install {value}, or auto)")
 
 
 def error(status, message, headers=None):
