@@ -11,7 +11,8 @@
    (pure Python) and --http=httptools --loop=uvloop (C; what `auto` picks when
    installed), both on 127.0.0.1, --rounds rounds of --requests requests at
    concurrency 1 and 32 each, one load test at a time (bench/inference_serving.py's).
-Writes --output_json (bench/results/serving_options.json) and prints a table.
+Writes --output_json (bench/results/serving_options.json) and --output_md
+(docs/serving_options.md, its tables); --from_json rewrites the page from the JSON.
 """
 
 import argparse
@@ -40,9 +41,9 @@ SERVERS = (("h11", "asyncio"), ("httptools", "uvloop"))
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--model_dir", required=True, help="a raw-text classifier export")
-  p.add_argument("--records_dir", required=True, help="its classification records")
-  p.add_argument("--vocab_file", required=True)
+  p.add_argument("--model_dir", help="a raw-text classifier export")
+  p.add_argument("--records_dir", help="its classification records")
+  p.add_argument("--vocab_file")
   p.add_argument("--split", default="test")
   p.add_argument("--batch_sizes", default="1,8,32")
   p.add_argument("--seconds", type=float, default=3.0, help="per padding cell and round")
@@ -52,7 +53,13 @@ def parse_args(argv=None):
   p.add_argument("--work_dir", default="/tmp/serving_options", help="server logs")
   p.add_argument("--output_json", default=os.path.join(BENCH, "results",
                                                        "serving_options.json"))
+  p.add_argument("--output_md", default=os.path.join(ROOT, "docs", "serving_options.md"))
+  p.add_argument("--from_json", action="store_true",
+                 help="no measuring: rewrite --output_md from --output_json")
   args = p.parse_args(argv)
+  missing = [n for n in ("model_dir", "records_dir", "vocab_file") if not getattr(args, n)]
+  if missing and not args.from_json:
+    p.error("required: " + ", ".join("--" + n for n in missing))
   args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
   args.concurrency = [int(c) for c in args.concurrency.split(",")]
   return args
@@ -127,8 +134,53 @@ def servers(args, texts):
   return out
 
 
+def markdown(result):
+  """The page: both tables, the command and the load averages, from the JSON."""
+  pad = result["padding_seq_per_s"]
+  batches = sorted(pad["longest"], key=int)  # JSON keys are strings
+  loads = ", ".join(f"{name} {result[key][0]:.2f}" for name, key in (
+      ("before", "load_average_before"), ("after the padding cells",
+                                         "load_average_after_padding"),
+      ("after", "load_average_after")))
+  lines = ["# Serving options, measured", "",
+           f"Written by `bench/serving_options.py` from `{os.path.basename(BENCH)}/results/"
+           "serving_options.json`; command:", "", f"    {result['command']}", "",
+           f"Export `{result['model_dir']}`, {result['texts']} texts of the records' split; "
+           f"{result['cpu_count']} CPUs, load average (1 min) {loads}.", "",
+           "## Padding (the bare model, no server), seq/s", "",
+           "| padded to | " + " | ".join(f"batch {b}" for b in batches) + " |",
+           "|---|" + "---:|" * len(batches)]
+  for kind, label in (("longest", "the batch's longest row (serving_default)"),
+                      ("max_seq_length", "max_seq_length (the records' layout)")):
+    lines.append(f"| {label} | " + " | ".join(f"{pad[kind][b]:.1f}" for b in batches) + " |")
+  levels = sorted(result["servers"][0]["levels"], key=int) if result["servers"] else []
+  lines += ["", "## tools/serve.py: uvicorn's parser and loop", "",
+            "| server | " + " | ".join(f"concurrency {c}: req/s (mean ± std), p50" for c in levels)
+            + " | errors |", "|---|" + "---:|" * (len(levels) + 1)]
+  for s in result["servers"]:
+    cells = [s[f"c{c}"] for c in levels]
+    lines.append(f"| `--http={s['http']} --loop={s['loop']}` | " + " | ".join(
+        f"{c['requests_per_s_mean']:.1f} ± {c['requests_per_s_std']:.1f}, "
+        f"{c['p50_ms_mean']:.2f} ms" for c in cells) + f" | {sum(c['errors'] for c in cells)} |")
+  rounds = len(result["servers"][0]["levels"][levels[0]]) if levels else 0
+  lines += ["", f"Servers: {rounds} interleaved rounds per level, one load test at a time "
+            "(bench/inference_serving.py's client: one keep-alive connection per thread).", ""]
+  return "\n".join(lines)
+
+
+def write_page(args, result):
+  os.makedirs(os.path.dirname(os.path.abspath(args.output_md)), exist_ok=True)
+  with open(args.output_md, "w", encoding="utf-8") as f:
+    f.write(markdown(result))
+  print(f"serving_options: wrote {args.output_md}")
+
+
 def main(argv=None):
   args = parse_args(argv)
+  if args.from_json:
+    with open(args.output_json, encoding="utf-8") as f:
+      write_page(args, json.load(f))
+    return
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   # As bench/inference.py times TensorFlow (before anything starts its runtime).
   tf.config.threading.set_intra_op_parallelism_threads(engines.ORT_THREADS)
@@ -150,6 +202,7 @@ def main(argv=None):
   with open(args.output_json, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=1, sort_keys=True)
   print(f"serving_options: wrote {args.output_json}")
+  write_page(args, result)
 
 
 if __name__ == "__main__":

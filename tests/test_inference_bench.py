@@ -159,3 +159,32 @@ def test_a_prune_output_directory_means_its_last_step(tmp_path):
       f"--records_dir={tmp_path}", f"--vocab_file={tmp_path / 'vocab.txt'}",
       "--models=teacher=/t,student=/s", f"--pruned_checkpoint={tmp_path / 'pruned'}"])
   assert args.pruned == ("student_pruned", "student", last)
+
+
+def test_serving_options_page_is_written_from_its_json(tmp_path):
+  """bench/serving_options.py --from_json: the page's tables hold the JSON's figures,
+  batches and concurrency levels in numeric order (JSON keys are strings)."""
+  level = {"requests_per_s": 0.0}
+  result = {"command": "cmd", "model_dir": "/m", "texts": 7, "cpu_count": 2,
+            "load_average_before": [0.5, 0, 0], "load_average_after_padding": [1.0, 0, 0],
+            "load_average_after": [1.5, 0, 0],
+            "padding_seq_per_s": {"longest": {"1": 10.0, "32": 40.0, "8": 30.0},
+                                  "max_seq_length": {"1": 5.0, "32": 20.0, "8": 15.0}},
+            "servers": [{"http": "h11", "loop": "asyncio",
+                         "levels": {"32": [level, level], "1": [level, level]},
+                         "c1": {"requests_per_s_mean": 11.0, "requests_per_s_std": 1.0,
+                                "p50_ms_mean": 9.0, "errors": 0},
+                         "c32": {"requests_per_s_mean": 22.0, "requests_per_s_std": 2.0,
+                                 "p50_ms_mean": 99.0, "errors": 1}}]}
+  path = tmp_path / "serving_options.json"
+  path.write_text(json.dumps(result))
+  md = tmp_path / "page.md"
+  subprocess.run([sys.executable, os.path.join(ROOT, "bench", "serving_options.py"),
+                  "--from_json", f"--output_json={path}", f"--output_md={md}"],
+                 check=True, env=tool_env(), timeout=300)
+  page = md.read_text()
+  assert "| padded to | batch 1 | batch 8 | batch 32 |" in page
+  assert "| 10.0 | 30.0 | 40.0 |" in page and "| 5.0 | 15.0 | 20.0 |" in page
+  assert ("| `--http=h11 --loop=asyncio` | 11.0 ± 1.0, 9.00 ms | 22.0 ± 2.0, 99.00 ms | 1 |"
+          in page)
+  assert "2 interleaved rounds" in page and "before 0.50" in page
