@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _quickstart(out):
-  env = dict(tool_env(), NUM_SHARDS="4", VOCAB_SIZE="8192", DUPE_FACTOR="2",
+  env = dict(tool_env(), NUM_SHARDS="4", VOCAB_SIZE="8192", DUPE_FACTOR="1",
              TEACHER_STEPS="3", STUDENT_STEPS="3", BATCH_SIZE="8")
   return subprocess.run(["bash", os.path.join(ROOT, "launch", "quickstart.sh"), SAMPLE_DUMP,
                          str(out)], capture_output=True, text=True, env=env, timeout=1200)
