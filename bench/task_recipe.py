@@ -19,7 +19,9 @@ run(s) of bench/task_recipe_runs.py -> per-example test predictions
 Students: BERT-tiny 2L-128 (its shipped weights) and, per --own_students entry
 (LAYERS:EPOCHS; runs named own<L>l_e<epochs>_<arm>_s<seed>), that many of the
 fine-tuned teacher's own layers (DistilBERT-style --init_from=teacher_layers;
-its no-teacher twin starts from the same layers). --plan prints every run with
+its no-teacher twin starts from the same layers, its pretrained twin from the
+same layers of the pretrained MiniLM: no teacher at all, the goal's twin).
+--plan prints every run with
 a CPU-time estimate from the seconds per step measured on the runs done so
 far, or, before any, from a short calibration (--calibration_steps of the
 teacher and of each student, stopped early), and checks --budget_cpu_hours.
@@ -70,12 +72,12 @@ def parse_args(argv=None):
                  help="phase-1 steps, in passes over the original train rows")
   p.add_argument("--tiny_epochs", type=float, default=3.0)
   p.add_argument("--tiny_aug_epochs", type=float, default=1.0)
-  p.add_argument("--tiny_arms", default=",".join(rr.ARMS))
+  p.add_argument("--tiny_arms", default=",".join(a for a in rr.ARMS if a != "pretrained"))
   p.add_argument("--own_students", default="3:1",
                  help="students made from the teacher's own layers: LAYERS:EPOCHS[:ARM+ARM"
                       "...],... (arms default to --own_arms)")
   p.add_argument("--own_aug_epochs", type=float, default=0.4)
-  p.add_argument("--own_arms", default="no_teacher,kd,inter")
+  p.add_argument("--own_arms", default="no_teacher,pretrained,kd,inter")
   p.add_argument("--budget_cpu_hours", type=float, default=6.0)
   p.add_argument("--calibration_steps", type=int, default=30)
   p.add_argument("--repeats", type=int, default=20, help="benchmark timed calls")
@@ -96,6 +98,11 @@ def parse_args(argv=None):
   for name in ("tiny_arms", "own_arms"):
     setattr(args, name, _arms(p, name, getattr(args, name).split(",")))
   args.own_students = _own_students(p, args.own_students, args.own_arms)
+  if "pretrained" in args.tiny_arms:
+    p.error("--tiny_arms: pretrained is for own-layer students (BERT-tiny's no_teacher "
+            "already starts from its pretrained weights)")
+  if args.quick and any("pretrained" in arms for _, _, arms in args.own_students):
+    p.error("--quick: its teacher starts from random weights, so there is no pretrained arm")
   args.log_dir = os.path.join(args.work_dir, "logs")
   return args
 
@@ -238,6 +245,9 @@ def augmentation(ctx):
 def students(ctx):
   """BERT-tiny, then each --own_students entry (key own<L>l_e<epochs>)."""
   teacher = (f"--teacher_config={ctx.teacher_config}", f"--teacher_checkpoint={ctx.teacher}")
+  # The same layers before the teacher's fine-tuning (its pretrained start).
+  pretrained = (("--init_from=teacher_layers", f"--teacher_config={ctx.teacher_base}",
+                 f"--teacher_checkpoint={ctx.teacher_init}") if ctx.teacher_init else ())
   tiny_init = ("--init_from=checkpoint", f"--init_checkpoint={ctx.tiny_init}") \
       if ctx.tiny_init else ()
   out = [rr.Student("tiny", "tiny", "BERT-tiny 2L-128" + (" (shipped weights)" if ctx.tiny_init
@@ -249,7 +259,8 @@ def students(ctx):
         f"own{layers}l_e{epochs:g}", f"own{layers}l",
         f"{layers} of the teacher's layers (DistilBERT-style), {epochs:g} epoch(s)",
         ctx.own_configs.get(layers, "(after the teacher)"),
-        ("--init_from=teacher_layers",) + teacher, epochs, ctx.own_aug_epochs, arms))
+        ("--init_from=teacher_layers",) + teacher, epochs, ctx.own_aug_epochs, arms,
+        pretrained))
   return out
 
 

@@ -49,7 +49,9 @@ def _stats(run):
 
 
 def arm_results(ctx, student, runs, preds, timings):
-  """{arm: {seeds, dev, test (mean, std, values), cpu_seconds, p vs no_teacher}}."""
+  """{arm: {seeds, dev, test (mean, std, values), cpu_seconds, p vs the twins}}:
+  vs_no_teacher (the same init, hard labels only) for every other arm, and
+  vs_pretrained (no teacher at all) where the student has that arm."""
   finals = {(r.arm, r.seed): r for r in runs if r.student == student.key and r.phase != "phase1"}
   out = {}
   for arm in student.arms:
@@ -60,17 +62,22 @@ def arm_results(ctx, student, runs, preds, timings):
               for s in seeds for n in (finals[arm, s].name, finals[arm, s].name + "_p1"))
     entry = {"parts": dict(zip(("teacher", "intermediate", "augmentation"), rr.PARTS[arm])),
              "seeds": seeds, "dev": _ms(dev), "test": _ms(test), "cpu_seconds": cpu}
-    if arm != "no_teacher":
-      a = [preds[finals[arm, s].name]["correct"] for s in seeds]
-      b = [preds[finals["no_teacher", s].name]["correct"] for s in seeds]
-      entry["vs_no_teacher"] = {
-          "per_seed": [significance.paired_bootstrap(x, y, seed=s)
+    for twin in rr.BASELINES:
+      if arm != twin and twin in student.arms:
+        entry["vs_" + twin] = _versus(preds, finals, arm, twin, seeds)
+    out[arm] = entry
+  return out
+
+
+def _versus(preds, finals, arm, twin, seeds):
+  """Paired tests on the test split: arm's correct vector against twin's, seed by seed."""
+  a = [preds[finals[arm, s].name]["correct"] for s in seeds]
+  b = [preds[finals[twin, s].name]["correct"] for s in seeds]
+  return {"per_seed": [significance.paired_bootstrap(x, y, seed=s)
                        for x, y, s in zip(a, b, seeds)],
           "pooled_bootstrap": significance.paired_bootstrap(np.concatenate(a),
                                                             np.concatenate(b)),
           "pooled_mcnemar": significance.mcnemar(np.concatenate(a), np.concatenate(b))}
-    out[arm] = entry
-  return out
 
 
 def _ms(values):
@@ -99,17 +106,27 @@ def build(ctx, students, runs, preds, bench, command):
       m = models[f"{s.key}_{arm}"]
       entry.update(latency_ms=m["latency_ms"], speedup=m.get("speedup"),
                    kept=entry["test"]["mean"] / teacher_acc)
-    distilled = [a for a in arms if a != "no_teacher"]
+    distilled = [a for a in arms if a not in rr.BASELINES]
     best = max(distilled, key=lambda a: arms[a]["dev"]["mean"]) if distilled else None
     result["students"].append({"key": s.key, "title": s.title, "arms": arms, "best": best})
     if best:
-      speed = models["teacher"]["latency_ms"]["mean"] / arms[best]["latency_ms"]["mean"]
-      need = 0.97 if s.key == "tiny" else 0.99
-      p = arms[best]["vs_no_teacher"]["pooled_bootstrap"]["p_value"]
-      result["goals"].append({"student": s.key, "arm": best, "kept": arms[best]["kept"],
-                              "need": need, "keeps": arms[best]["kept"] >= need,
-                              "speedup": speed, "p_value": p, "significant": p < 0.05})
+      result["goals"].append(_goal(s, arms, best, models["teacher"]))
   return result
+
+
+def _goal(student, arms, best, teacher):
+  """The issue's goal row. The twin is the student trained with no teacher at all:
+  the pretrained arm where there is one (an own-layer student's no_teacher arm
+  starts from the fine-tuned teacher's layers), else no_teacher."""
+  e = arms[best]
+  twin = "pretrained" if "pretrained" in arms else "no_teacher"
+  p = e["vs_" + twin]["pooled_bootstrap"]["p_value"]
+  need = 0.97 if student.key == "tiny" else 0.99
+  return {"student": student.key, "arm": best, "kept": e["kept"], "need": need,
+          "keeps": e["kept"] >= need,
+          "speedup": teacher["latency_ms"]["mean"] / e["latency_ms"]["mean"],
+          "twin": twin, "p_value": p, "significant": p < 0.05,
+          "p_same_init": e["vs_no_teacher"]["pooled_bootstrap"]["p_value"]}
 
 
 def _stats_dir(best_dir):
@@ -128,21 +145,27 @@ def _yes(flag):
 
 
 def ablation(student, teacher_acc):
+  """The student's arms; Δ and p against each twin it has (no_teacher: the same
+  init with hard labels; pretrained: no teacher at all)."""
+  twins = [t for t in rr.BASELINES if t in student["arms"]]
+  head = {"no_teacher": "no-teacher", "pretrained": "no teacher at all (pretrained)"}
+  cols = [c for t in twins for c in (f"Δ test vs {head[t]}", "p (pooled bootstrap)",
+                                     "p (McNemar)")]
   lines = [f"### {student['title']}", "",
-           "| arm | KD | intermediate | augmentation | dev acc | test acc | kept | "
-           "Δ test vs no-teacher | p (pooled bootstrap) | p (McNemar) | CPU s |",
-           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-  base = student["arms"]["no_teacher"]["test"]["mean"]
+           "| arm | KD | intermediate | augmentation | dev acc | test acc | kept | " +
+           " | ".join(cols) + " | CPU s |",
+           "|---|---|---|---|---:|---:|---:|" + "---:|" * len(cols) + "---:|"]
   for arm, e in student["arms"].items():
     marks = ["✓" if e["parts"][k] else "" for k in ("teacher", "intermediate", "augmentation")]
-    sig = e.get("vs_no_teacher")
     name = f"**{arm}**" if arm == student["best"] else arm
-    lines.append("| " + " | ".join([
-        name, *marks, _pm(e["dev"]), _pm(e["test"]), f"{e['kept']:.1%}",
-        "-" if not sig else f"{e['test']['mean'] - base:+.4f}",
-        "-" if not sig else f"{sig['pooled_bootstrap']['p_value']:.4f}",
-        "-" if not sig else f"{sig['pooled_mcnemar']['p_value']:.4f}",
-        f"{e['cpu_seconds']:.0f}"]) + " |")
+    cells = [name, *marks, _pm(e["dev"]), _pm(e["test"]), f"{e['kept']:.1%}"]
+    for t in twins:
+      sig = e.get("vs_" + t)
+      base = student["arms"][t]["test"]["mean"]
+      cells += (["-"] * 3 if not sig else [
+          f"{e['test']['mean'] - base:+.4f}", f"{sig['pooled_bootstrap']['p_value']:.4f}",
+          f"{sig['pooled_mcnemar']['p_value']:.4f}"])
+    lines.append("| " + " | ".join(cells + [f"{e['cpu_seconds']:.0f}"]) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -168,13 +191,20 @@ def markdown(result, bench_md, png_name):
            f"{c['own_aug_epochs']:g} epochs). Best dev checkpoint per run.",
            f"* CPU time of all child runs: {result['cpu_seconds_total'] / 3600:.2f} h.", "",
            "## Goals (test split, mean over seeds; arm chosen on dev)", "",
-           "| student | arm | kept vs teacher | needed | speedup batch 1 | p vs no-teacher |",
-           "|---|---|---:|---:|---:|---:|"]
+           "| student | arm | kept vs teacher | needed | speedup batch 1 | twin | "
+           "p vs twin | p vs same-init no-teacher |",
+           "|---|---|---:|---:|---:|---|---:|---:|"]
   for g in result["goals"]:
     lines.append(f"| {g['student']} | {g['arm']} | {g['kept']:.1%} {_yes(g['keeps'])} | "
-                 f"{g['need']:.0%} | {g['speedup']:.1f}x | {g['p_value']:.4f} "
-                 f"{_yes(g['significant'])} |")
-  lines += ["", "## Ablation: which part earns what", ""]
+                 f"{g['need']:.0%} | {g['speedup']:.1f}x | {g['twin']} | {g['p_value']:.4f} "
+                 f"{_yes(g['significant'])} | {g['p_same_init']:.4f} |")
+  lines += ["", "The twin is the same student trained on the gold labels with no teacher at "
+            "all: for an own-layer student the `pretrained` arm (the same layers of the "
+            "pretrained MiniLM the teacher was fine-tuned from), since its `no_teacher` arm "
+            "starts from the fine-tuned teacher's layers and so already carries what the "
+            "teacher learned; BERT-tiny's `no_teacher` starts from its shipped weights and "
+            "is its twin. The last column tests the teacher's logits alone (same init).",
+            "", "## Ablation: which part earns what", ""]
   lines += [ablation(s, t["test_accuracy"]) for s in result["students"]]
   lines += ["## tools/benchmark.py (seed " + str(min(c["seeds"])) + " of each arm)", "",
             bench, f"![accuracy vs latency]({png_name})", ""]

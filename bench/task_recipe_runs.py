@@ -4,6 +4,9 @@ Arms (every student x arm x seed is one or two tools/distill.py runs on the
 teacher-labelled records, with the same student, init, batch and lr):
 
   no_teacher  --alpha=1 (hard labels only; the twin every arm is tested against)
+  pretrained  --alpha=1 from the *pretrained* model the teacher was fine-tuned
+              from (own-layer students only: the same layers before the teacher's
+              fine-tuning), so no teacher at all; BERT-tiny's no_teacher already is
   kd          --alpha --temperature on the originals (final layer only, as today)
   inter       phase 1 (--distill_phase=backbone: hidden MSE + attention KL to the
               fine-tuned teacher, online) then phase 2 (= kd) on the originals
@@ -20,8 +23,10 @@ import math
 import os
 import re
 
-ARMS = ("no_teacher", "kd", "inter", "aug", "all")
-PARTS = {"no_teacher": (False, False, False), "kd": (True, False, False),
+ARMS = ("no_teacher", "pretrained", "kd", "inter", "aug", "all")
+BASELINES = ("no_teacher", "pretrained")  # Hard labels only: the twins, not distilled.
+PARTS = {"no_teacher": (False, False, False), "pretrained": (False, False, False),
+         "kd": (True, False, False),
          "inter": (True, True, False), "aug": (True, False, True), "all": (True, True, True)}
 
 
@@ -35,6 +40,7 @@ class Student:
   epochs: float  # over the originals
   aug_epochs: float  # over originals + variants
   arms: tuple
+  pretrained_flags: tuple = ()  # The pretrained arm's init (own-layer students).
 
 
 @dataclasses.dataclass
@@ -82,7 +88,8 @@ def arm_runs(ctx, s, arm, seed):
   loss = ([f"--alpha={ctx.alpha:g}", f"--temperature={ctx.temperature:g}"] if uses_teacher
           else ["--alpha=1"])
   if not inter:
-    return [Run(name, s.key, s.arch, arm, seed, "single", base + list(s.init_flags) + loss, out, rows,
+    init = s.pretrained_flags if arm == "pretrained" else s.init_flags
+    return [Run(name, s.key, s.arch, arm, seed, "single", base + list(init) + loss, out, rows,
                 epochs, ctx.batch_size)]
   p1_out = out + "_p1"
   p1_epochs = ctx.phase1_passes * ctx.rows / rows
