@@ -219,7 +219,44 @@ def test_distill_a_student_from_the_cached_logits(qa_run):
   proc = run_tool("distill", f"--student_config={qa_run['config']}",
                   f"--teacher_labels_dir={d / 'labels'}", f"--output_dir={d / 'x'}",
                   "--hidden_mse_weight=1", *qa_run["common"], check=False)
-  _assert_one_line_error(proc, "--hidden_mse_weight", "does not apply")
+  _assert_one_line_error(proc, "--distill_phase=backbone")
+
+
+def test_backbone_phase_then_the_span_loss(qa_run):
+  """Phase 1 (hidden MSE through projections 16 -> 32 + attention KL, the teacher
+  online) leaves no best/ and reports its terms; phase 2 starts from it."""
+  d = qa_run["dir"]
+  narrow = d / "narrow_config.json"
+  narrow.write_text(json.dumps(dict(json.loads(open(qa_run["config"]).read()), hidden_size=16,
+                                    num_attention_heads=2, intermediate_size=32)))
+  teacher = [f"--teacher_config={qa_run['config']}",
+             f"--teacher_checkpoint={d / 'teacher' / 'best'}"]
+  proc = run_tool("distill", f"--student_config={narrow}", "--init_from=random",
+                  f"--teacher_labels_dir={d / 'labels'}", f"--output_dir={d / 'phase1'}",
+                  "--distill_phase=backbone", "--hidden_mse_weight=1",
+                  "--attention_kl_weight=1", "--num_train_epochs=2", *teacher,
+                  *qa_run["common"], timeout=600)
+  assert "distill_qa (backbone phase)" in proc.stdout
+  assert not os.path.exists(d / "phase1" / "best")
+  identity = stage.read_json(d / "phase1" / "train_config.json")["identity"]
+  assert identity["distill"]["phase"] == "backbone"
+  assert identity["teacher"]["bert_config"]["hidden_size"] == 32
+  evals = json.loads((d / "phase1" / "eval_results.json").read_text())
+  assert {"hidden_mse", "attention_kl", "loss"} <= set(evals[-1])
+  assert evals[-1]["loss"] < evals[0]["loss"], evals  # the student moves toward the teacher
+  run_tool("distill", f"--student_config={narrow}", "--init_from=checkpoint",
+           f"--init_checkpoint={d / 'phase1'}", f"--teacher_labels_dir={d / 'labels'}",
+           f"--output_dir={d / 'phase2'}", "--alpha=0.5", "--temperature=2",
+           "--num_train_epochs=2", *qa_run["common"], timeout=600)
+  info = json.loads((d / "phase2" / "best" / "span.json").read_text())["info"]
+  assert info["results"]["HasAns_f1"] > 60, info
+  # The phase-1 checkpoint loads into the plain span model (projections left behind).
+  phase1 = span.build_span_model(str(narrow), init_checkpoint=str(d / "phase1"))
+  assert phase1.config.hidden_size == 16
+  proc = run_tool("distill", f"--student_config={narrow}", f"--teacher_labels_dir={d / 'labels'}",
+                  f"--output_dir={d / 'x2'}", "--distill_phase=backbone",
+                  "--hidden_mse_weight=1", *qa_run["common"], check=False)
+  _assert_one_line_error(proc, "--teacher_config")
 
 
 def test_export_answers_raw_questions_like_the_checkpoint(qa_run):

@@ -102,6 +102,16 @@ class ProjectedClassifier(WithProjections, heads.BertClassifier):
     self.init_projections(teacher_hidden_size)
 
 
+@keras.saving.register_keras_serializable(package="bert_distill")
+class ProjectedSpanLabeler(WithProjections, heads.BertSpanLabeler):
+  """A BertSpanLabeler with hidden-state projections: the first phase's QA
+  student when the widths differ; later phases load it as a plain span model."""
+
+  def __init__(self, config, teacher_hidden_size, **kwargs):
+    super().__init__(config, **kwargs)
+    self.init_projections(teacher_hidden_size)
+
+
 def build_student(config, dtype=None, teacher_hidden_size=None):
   """A built student: DistillationStudent when teacher_hidden_size is given
   (hidden-state distillation), else a BertPretrainer."""

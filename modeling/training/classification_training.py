@@ -121,10 +121,13 @@ def freeze_prediction_layers(model):
 
 class IntermediateDistillationTask:
   """First phase: hidden_weight * hidden MSE + attention_weight * attention KL
-  to a frozen teacher classifier run on every batch (see the module doc)."""
+  to a frozen teacher run on every batch (see the module doc). Classifiers and
+  QA span models alike: both take the same three inputs and return the
+  BertModel dict."""
 
   def __init__(self, teacher, config, num_student_layers):
-    """teacher: a BertClassifier (frozen); config: td.IntermediateConfig."""
+    """teacher: a BertClassifier or BertSpanLabeler (frozen); config:
+    td.IntermediateConfig."""
     self.teacher, self.config = teacher, config
     # Teacher layer (1-based) per student layer.
     self.layers = dl.layer_map(config.layer_map, teacher.config.num_hidden_layers,

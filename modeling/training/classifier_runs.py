@@ -31,13 +31,12 @@ from modeling.models import classification
 from modeling.models import student as student_lib
 from modeling.models import student_init
 from modeling.training import classification_training
-from modeling.training import distillation
 from modeling.training import distillation_setup as setup
 from modeling.training import epoch_runs
 from modeling.training import pretraining
 from modeling.training import run
 from pipeline.core import kinds
-from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.errors import InputError
 from pipeline.inputs import classification_dataset
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,23 +64,7 @@ class ClassifierConfig:
 
   def __post_init__(self):
     epoch_runs.check_settings(self)
-    self._check_phase()
-
-  def _check_phase(self):
-    if self.distill_phase not in distillation.DISTILL_PHASES:
-      raise ConfigError(f"--distill_phase={self.distill_phase}: one of "
-                        f"{distillation.DISTILL_PHASES}")
-    if self.distill_phase == "final":
-      if (self.hidden_mse_weight, self.attention_kl_weight, self.layer_map) != (
-          0.0, 0.0, "uniform"):
-        raise ConfigError("--hidden_mse_weight, --attention_kl_weight and --layer_map are "
-                          "the intermediate-layer phase's: give --distill_phase=backbone")
-      return
-    if not (self.teacher_config and self.teacher_checkpoint):
-      raise ConfigError("--distill_phase=backbone runs the teacher: give --teacher_config "
-                        "and --teacher_checkpoint")
-    task_losses.IntermediateConfig(self.hidden_mse_weight, self.attention_kl_weight,
-                                   self.layer_map)  # Checks them.
+    epoch_runs.check_phase(self)
 
   @property
   def distill(self):
@@ -90,10 +73,7 @@ class ClassifierConfig:
   @property
   def intermediate(self):
     """The first phase's loss settings, or None in the final phase."""
-    if self.distill_phase == "final":
-      return None
-    return task_losses.IntermediateConfig(self.hidden_mse_weight, self.attention_kl_weight,
-                                          self.layer_map)
+    return epoch_runs.intermediate(self)
 
   @property
   def init_label(self):
@@ -118,7 +98,7 @@ class ClassifierRecipe(run.Recipe):
     self.spec = classification_dataset.TaskSpec.from_manifest(self.manifest)
     kinds.check_vocab(self.manifest, c.vocab_file)
     if c.intermediate:
-      self.teacher_config = self._teacher_bert_config()
+      self.teacher_config = epoch_runs.teacher_bert_config(c, self.manifest)
     elif c.distill.uses_teacher and not self.spec.has_teacher_logits:
       raise InputError(c.data_dir, f"classification records have no teacher logits: "
                        f"--alpha={c.alpha} needs extract_teacher_labels output")
@@ -131,17 +111,6 @@ class ClassifierRecipe(run.Recipe):
     self.examples = classification_dataset.split_size(self.manifest,
                                                       classification_dataset.TRAIN)
     return self.manifest
-
-  def _teacher_bert_config(self):
-    """The online teacher's BertConfig; it must take the records' vocab and
-    max_seq_length (an InputError naming the teacher checkpoint)."""
-    c = self.config
-    try:
-      return pretraining.model_config(c.teacher_config, self.manifest,
-                                      pretraining.gelu_convention_for(c.teacher_checkpoint))
-    except InputError as e:
-      raise InputError(c.teacher_checkpoint,
-                       f"teacher (--teacher_config={e.path}): {e.cause}") from None
 
   def resolve_loop(self, loop, manifest):
     return epoch_runs.epoch_loop(loop, self.examples, self.config, manifest["_dir"])
@@ -198,25 +167,22 @@ class ClassifierRecipe(run.Recipe):
   def _load_teacher(self, loop):
     """The frozen fine-tuned teacher of the first phase."""
     c = self.config
-    try:
+
+    def build():
       stored = classification.stored_num_labels(c.teacher_checkpoint)
       if stored not in (None, self.spec.num_labels):
         raise InputError(c.teacher_checkpoint, f"a classifier of {stored} labels; the "
                          f"records have {self.spec.num_labels}")
-      teacher = classification.build_classifier(
+      return classification.build_classifier(
           self.teacher_config, self.spec.num_labels, dtype=loop.precision_policy,
           init_checkpoint=c.teacher_checkpoint)
-    except ValueError as e:
-      raise InputError(c.teacher_checkpoint, str(e)) from None
-    teacher.trainable = False
-    return teacher
+    return epoch_runs.frozen_teacher(c.teacher_checkpoint, build)
 
   def _student(self, loop):
     """A BertClassifier; in the first phase with hidden MSE across widths, one
     that owns the projections H_s -> H_t."""
-    c, num_labels = self.config, self.spec.num_labels
-    if c.intermediate and c.intermediate.hidden_weight > 0 and (
-        self.teacher_config.hidden_size != self.bert_config.hidden_size):
+    num_labels = self.spec.num_labels
+    if epoch_runs.needs_projections(self.config, self.teacher_config, self.bert_config):
       model = student_lib.ProjectedClassifier(
           self.bert_config, num_labels, self.teacher_config.hidden_size,
           dtype=loop.precision_policy)
@@ -249,9 +215,7 @@ class ClassifierRecipe(run.Recipe):
   def finish(self, out, summary, model):
     files = epoch_runs.published_files(out, self.keeper)
     if self.config.intermediate:  # No logits trained: no best/, the terms instead.
-      evals = "  ".join(f"{k} {v:.4f}" for k, v in sorted((summary["eval"] or {}).items()))
-      return files, summary, (f"{self.stage} (backbone phase): {summary['step']} steps; "
-                              f"eval: {evals or '-'} -> {out.dir}")
+      return files, summary, epoch_runs.backbone_line(self.stage, summary, out.dir)
     summary, line = epoch_runs.best_line(self.stage, summary, self.keeper,
                                          self.config.best_metric, out.dir)
     return files, summary, line

@@ -7,9 +7,10 @@
   QA distill records (QA records + the teacher's start/end logits) -> a span
       model student (modeling/training/qa_runs.py, via task_runs);
   task distill records (classification records + the teacher's logits) -> task
-      distillation of a classifier (modeling/training/classifier_runs.py): with
-      --distill_phase=backbone its first phase (hidden states and attention to
-      the fine-tuned teacher run online), by default the logits loss.
+      distillation of a classifier (modeling/training/classifier_runs.py);
+  for both task kinds --distill_phase=backbone is the first phase (hidden
+      states and attention to the fine-tuned teacher run online), by default
+      the logits loss.
 
 Flags that do not apply to the input's kind are a one-line error.
 """
@@ -38,8 +39,8 @@ from pipeline.records import schema
 # Flags of tools/distill.py and the input kinds they apply to.
 _PRETRAINING = (kinds.DISTILL_RECORDS, kinds.PRETRAINING_RECORDS)
 _TASK = (kinds.TASK_DISTILL_RECORDS, kinds.QA_DISTILL_RECORDS)
-# The intermediate-layer terms: pretraining and classifiers (not QA span models yet).
-_INTERMEDIATE = _PRETRAINING + (kinds.TASK_DISTILL_RECORDS,)
+# The intermediate-layer terms: pretraining, classifiers and QA span models.
+_INTERMEDIATE = _PRETRAINING + _TASK
 APPLIES = {
     "online_teacher": _PRETRAINING, "records_dir": _PRETRAINING, "kd_tail": _PRETRAINING,
     "nsp_weight": _PRETRAINING, "nsp_kd_weight": _PRETRAINING,

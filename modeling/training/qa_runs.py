@@ -8,6 +8,13 @@ dev split with the official SQuAD metric every epoch and keep
 `<output_dir>/best/` by `best_metric` (default f1), with that evaluation's
 predictions.json (and null_odds.json for v2.0) beside the weights.
 
+Distillation has the classifier's two phases (classifier_runs.py): with
+distill_phase=backbone the student's embeddings, hidden states and attention
+learn the fine-tuned teacher span model's, run online on the records' windows
+(classification_training.IntermediateDistillationTask: no span logits, no
+labels, no best/; it reports the terms on the dev split); then the final
+phase above starts from that run with init_from=checkpoint.
+
 Fine-tuning defaults are run_squad's: AdamW, lr 3e-5 (user's --learning_rate
 wins), 2 epochs, 10% warmup, evaluation and checkpoints every epoch.
 """
@@ -23,8 +30,11 @@ from modeling.checkpoints import loading
 from modeling.evaluation import squad_predictions
 from modeling.losses import task_losses
 from modeling.models import span
+from modeling.models import student as student_lib
 from modeling.models import student_init
 from modeling.networks import bert as bert_lib
+from modeling.training import classification_training
+from modeling.training import distillation_setup as setup
 from modeling.training import epoch_runs
 from modeling.training import pretraining
 from modeling.training import qa_training
@@ -55,13 +65,23 @@ class QaConfig:
   max_answer_length: int = 30
   null_score_diff_threshold: float = 0.0
   stage: str = "finetune_qa"  # finetune_qa | distill_qa.
+  distill_phase: str = "final"  # final: span logits loss; backbone: intermediate layers.
+  hidden_mse_weight: float = 0.0  # backbone phase only.
+  attention_kl_weight: float = 0.0  # backbone phase only.
+  layer_map: str = "uniform"  # backbone phase only (distill_losses.layer_map).
 
   def __post_init__(self):
     epoch_runs.check_settings(self)
+    epoch_runs.check_phase(self)
 
   @property
   def distill(self):
     return task_losses.TaskDistillConfig(self.alpha, self.temperature)
+
+  @property
+  def intermediate(self):
+    """The first phase's loss settings, or None in the final phase."""
+    return epoch_runs.intermediate(self)
 
   @property
   def init_label(self):
@@ -93,19 +113,23 @@ class QaRecipe(run.Recipe):
     self.config = config
     self.stage = config.stage
     self.manifest = self.spec = self.bert_config = None
+    self.teacher_config = self.teacher = None  # The online teacher (first phase).
     self.examples = 0
     self.keeper = None
 
   def read_input(self):
     c = self.config
     self.manifest, self.spec = qa_dataset.read_qa_input(c.data_dir, c.vocab_file)
-    if c.distill.uses_teacher and qa_dataset.TRAIN not in self.spec.teacher_splits:
+    if c.intermediate:
+      self.teacher_config = epoch_runs.teacher_bert_config(c, self.manifest)
+    elif c.distill.uses_teacher and qa_dataset.TRAIN not in self.spec.teacher_splits:
       raise InputError(c.data_dir, f"QA records without teacher logits on the train split: "
                        f"--alpha={c.alpha} needs extract_teacher_labels output")
     if c.eval_split and c.eval_split not in self.spec.eval_splits:
       raise InputError(c.data_dir, f"no evaluation split {c.eval_split!r} (has "
                        f"{list(self.spec.eval_splits)})")
-    qa_training.check_metric(c.best_metric, self.spec.version)
+    if not c.intermediate:
+      qa_training.check_metric(c.best_metric, self.spec.version)
     checkpoint = c.init_checkpoint if c.init_from == "checkpoint" else None
     self.bert_config = pretraining.model_config(
         c.model_config, self.manifest, pretraining.gelu_convention_for(checkpoint))
@@ -131,6 +155,9 @@ class QaRecipe(run.Recipe):
                     vocab_sha256=self.manifest["config"].get("vocab_sha256"))
     if c.init_from == "teacher_layers":
       identity.update(teacher_checkpoint=c.teacher_checkpoint)
+    if c.intermediate:  # The first phase: its loss and its teacher instead.
+      identity.update(distill=dict(phase=c.distill_phase, **dataclasses.asdict(c.intermediate)),
+                      teacher=setup.teacher_identity(self.teacher))
     return identity
 
   def datasets(self, loop, world):
@@ -147,30 +174,55 @@ class QaRecipe(run.Recipe):
     return f"{self.examples} train windows, SQuAD {self.spec.version}"
 
   def build(self, loop, world):
+    c = self.config
+    if c.intermediate:
+      self.teacher = self._load_teacher(loop)
     keras.utils.set_random_seed(loop.seed + world.rank)  # Rank 0's init is broadcast.
-    model = span.build_span_model(self.bert_config, dtype=loop.precision_policy)
+    model = self._student(loop)
     try:
       self._initialize(model)
     except ValueError as e:
-      raise InputError(self.config.init_label, str(e)) from None
-    c = self.config
+      raise InputError(c.init_label, str(e)) from None
+    if c.intermediate:
+      # No span logits in this phase: the head (and the unused pooler) stay as they are.
+      model.span_outputs.trainable = False
+      model.bert.pooler.trainable = False
+      return model, classification_training.IntermediateDistillationTask(
+          self.teacher, c.intermediate, self.bert_config.num_hidden_layers)
     eval_set = None
     if c.eval_split:
       lower = self.manifest["config"].get("do_lower_case", True)
       eval_set = read_eval_set(c.data_dir, c.eval_split, c.prediction_config(self.spec, lower))
     return model, qa_training.QaTask(self.spec.version, c.distill, eval_set)
 
+  def _load_teacher(self, loop):
+    """The frozen fine-tuned teacher span model of the first phase."""
+    c = self.config
+    return epoch_runs.frozen_teacher(c.teacher_checkpoint, lambda: span.load_span_model(
+        c.teacher_checkpoint, config=self.teacher_config, dtype=loop.precision_policy))
+
+  def _student(self, loop):
+    """A span model; in the first phase with hidden MSE across widths, one that
+    owns the projections H_s -> H_t."""
+    if epoch_runs.needs_projections(self.config, self.teacher_config, self.bert_config):
+      model = student_lib.ProjectedSpanLabeler(self.bert_config,
+                                               self.teacher_config.hidden_size,
+                                               dtype=loop.precision_policy)
+      model.build(None)
+      return model
+    return span.build_span_model(self.bert_config, dtype=loop.precision_policy)
+
   def _initialize(self, model):
     c = self.config
     if c.init_from == "checkpoint" and c.init_checkpoint:
       loading.load_checkpoint(model, c.init_checkpoint)
     elif c.init_from == "teacher_layers":  # Encoder layers and the teacher's span head.
-      teacher = span.load_span_model(c.teacher_checkpoint,
-                                     config=bert_lib.load_config(c.teacher_config))
+      teacher = self.teacher or span.load_span_model(
+          c.teacher_checkpoint, config=bert_lib.load_config(c.teacher_config))
       student_init.init_student_from_teacher(model, teacher)
 
   def on_eval(self, model, task, world, output_dir):
-    if not world.is_chief or not self.config.eval_split:
+    if not world.is_chief or not self.config.eval_split or self.config.intermediate:
       return None
     self.keeper = qa_training.BestSpanCheckpoint(output_dir, self.config.best_metric, model,
                                                  self.spec.version == "v2.0")
@@ -181,6 +233,8 @@ class QaRecipe(run.Recipe):
 
   def finish(self, out, summary, model):
     files = epoch_runs.published_files(out, self.keeper)
+    if self.config.intermediate:  # No span logits trained: no best/, the terms instead.
+      return files, summary, epoch_runs.backbone_line(self.stage, summary, out.dir)
     summary, line = epoch_runs.best_line(self.stage, summary, self.keeper,
                                          self.config.best_metric, out.dir, ".2f", "dev ")
     return files, summary, line
