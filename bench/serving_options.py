@@ -5,12 +5,14 @@
 
 1. Padding: the export's serving_default (pads a batch to its longest row) against
    the same model fed the records' layout (its `tokenize` signature, padded to
-   max_seq_length, then `encoded`), at batch 1, 8 and 32 on the split's texts,
-   interleaved round by round; seq/s of each.
-2. uvicorn's HTTP parser and event loop: tools/serve.py --http=h11 --loop=asyncio
-   (pure Python) and --http=httptools --loop=uvloop (C; what `auto` picks when
-   installed), both on 127.0.0.1, --rounds rounds of --requests requests at
-   concurrency 1 and 32 each, one load test at a time (bench/inference_serving.py's).
+   max_seq_length, then `encoded`), and the server's model call with length
+   buckets (modeling/serving/model.py, --bucket_rows rows per call), at batch 1,
+   8 and 32 on the split's texts, interleaved round by round; seq/s of each.
+2. tools/serve.py variants: uvicorn's HTTP parser and event loop (--http=h11
+   --loop=asyncio, pure Python; --http=httptools --loop=uvloop, C, what `auto`
+   picks when installed) and --bucket_rows, all on 127.0.0.1, --rounds rounds of
+   --requests requests at concurrency 1 and 32 each, one load test at a time
+   (bench/inference_serving.py's).
 Writes --output_json (bench/results/serving_options.json) and --output_md
 (docs/serving_options.md, its tables); --from_json rewrites the page from the JSON.
 """
@@ -34,9 +36,12 @@ startup.quiet_tensorflow()
 # pylint: disable=wrong-import-position
 import inference_engines as engines  # noqa: E402
 import inference_serving as serving  # noqa: E402
+from modeling.serving import model as model_lib  # noqa: E402
 from tooling import PY  # noqa: E402
 
-SERVERS = (("h11", "asyncio"), ("httptools", "uvloop"))
+def servers_measured(bucket_rows):
+  """(http, loop, bucket_rows) of each server variant."""
+  return (("h11", "asyncio", 0), ("httptools", "uvloop", 0), ("h11", "asyncio", bucket_rows))
 
 
 def parse_args(argv=None):
@@ -50,6 +55,7 @@ def parse_args(argv=None):
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--requests", type=int, default=400, help="per concurrency level")
   p.add_argument("--concurrency", default="1,32")
+  p.add_argument("--bucket_rows", type=int, default=8, help="the bucketed variants' rows per call")
   p.add_argument("--work_dir", default="/tmp/serving_options", help="server logs")
   p.add_argument("--output_json", default=os.path.join(BENCH, "results",
                                                        "serving_options.json"))
@@ -66,7 +72,7 @@ def parse_args(argv=None):
 
 
 def padding(args, texts):
-  """{"longest" | "max_seq_length": {batch: seq/s}}, cells interleaved per round."""
+  """{"longest" | "max_seq_length" | "buckets": {batch: seq/s}}, cells interleaved per round."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   sigs = tf.saved_model.load(args.model_dir).signatures
@@ -76,13 +82,19 @@ def padding(args, texts):
     return {"text_a": tf.constant([a for a, _ in chunk])} | (
         {"text_b": tf.constant([b for _, b in chunk])} if pair else {})
 
+  bucketed = model_lib.ServedModel(args.model_dir, bucket_rows=args.bucket_rows)
   calls = {"longest": lambda f: sigs["serving_default"](**f)["logits"].numpy(),
            "max_seq_length": lambda f: sigs["encoded"](**sigs["tokenize"](**f))[
-               "logits"].numpy()}
+               "logits"].numpy(),
+           "buckets": lambda f: bucketed.predict(*f)["logits"]}
+  # The server's model call takes lists of str: built before the clock as the others' feeds.
+  make = {"longest": feed, "max_seq_length": feed,
+          "buckets": lambda chunk: ([a for a, _ in chunk],
+                                    [b for _, b in chunk] if pair else None)}
   rows = {(kind, b): [0, 0.0] for kind in calls for b in args.batch_sizes}
   for _ in range(args.rounds):
     for (kind, batch), acc in rows.items():
-      chunks = [feed([texts[(k + i) % len(texts)] for i in range(batch)])
+      chunks = [make[kind]([texts[(k + i) % len(texts)] for i in range(batch)])
                 for k in range(0, 32 * batch, batch)]
       calls[kind](chunks[0])  # warm
       start, n = time.perf_counter(), 0
@@ -101,14 +113,14 @@ def servers(args, texts):
   concurrency level, one at a time, so that drifts in the machine hit both alike."""
   # httptools and uvloop are not in requirements.txt (nothing measured here needs
   # them); the C pair is measured where they are installed.
-  pairs = [(h, l) for h, l in SERVERS
-           if all(importlib.util.find_spec(m) for m in {h, l} - {"h11", "asyncio"})]
+  variants = [(h, l, b) for h, l, b in servers_measured(args.bucket_rows)
+              if all(importlib.util.find_spec(m) for m in {h, l} - {"h11", "asyncio"})]
   started = [serving.Server(PY, args.model_dir, "bench",
-                            os.path.join(args.work_dir, f"serve_{http}_{loop}.log"),
-                            [f"--http={http}", f"--loop={loop}"]).start()
-             for http, loop in pairs]
-  out = [{"http": h, "loop": l, "levels": {str(c): [] for c in args.concurrency}}
-         for h, l in pairs]
+                            os.path.join(args.work_dir, f"serve_{http}_{loop}_b{rows}.log"),
+                            [f"--http={http}", f"--loop={loop}", f"--bucket_rows={rows}"]).start()
+             for http, loop, rows in variants]
+  out = [{"http": h, "loop": l, "bucket_rows": b,
+          "levels": {str(c): [] for c in args.concurrency}} for h, l, b in variants]
   try:
     for server in started:
       server.wait_ready()
@@ -127,11 +139,16 @@ def servers(args, texts):
                         "requests_per_s_std": float(rates.std(ddof=1)) if len(runs) > 1 else 0.0,
                         "p50_ms_mean": float(p50.mean()),
                         "errors": int(sum(r["errors"] for r in runs))}
-      print(f"serving_options: {entry['http']}+{entry['loop']} c={c}: "
+      print(f"serving_options: {_variant(entry)} c={c}: "
             f"{rates.mean():.1f} ± {entry[f'c{c}']['requests_per_s_std']:.1f} req/s over "
             f"{len(runs)} rounds, p50 {p50.mean():.2f} ms, {entry[f'c{c}']['errors']} errors",
             flush=True)
   return out
+
+
+def _variant(entry):
+  return (f"--http={entry['http']} --loop={entry['loop']} "
+          f"--bucket_rows={entry.get('bucket_rows', 0)}")
 
 
 def markdown(result):
@@ -151,20 +168,26 @@ def markdown(result):
            "| padded to | " + " | ".join(f"batch {b}" for b in batches) + " |",
            "|---|" + "---:|" * len(batches)]
   for kind, label in (("longest", "the batch's longest row (serving_default)"),
-                      ("max_seq_length", "max_seq_length (the records' layout)")):
+                      ("max_seq_length", "max_seq_length (the records' layout)"),
+                      ("buckets", f"the server's model call with --bucket_rows="
+                                  f"{result.get('bucket_rows')} (a batch of at least twice "
+                                  "that: length-sorted calls of that many rows)")):
+    if kind not in pad:
+      continue
     lines.append(f"| {label} | " + " | ".join(f"{pad[kind][b]:.1f}" for b in batches) + " |")
   levels = sorted(result["servers"][0]["levels"], key=int) if result["servers"] else []
-  lines += ["", "## tools/serve.py: uvicorn's parser and loop", "",
+  lines += ["", "## tools/serve.py variants", "",
             "| server | " + " | ".join(f"concurrency {c}: req/s (mean ± std), p50" for c in levels)
             + " | errors |", "|---|" + "---:|" * (len(levels) + 1)]
   for s in result["servers"]:
     cells = [s[f"c{c}"] for c in levels]
-    lines.append(f"| `--http={s['http']} --loop={s['loop']}` | " + " | ".join(
+    lines.append(f"| `{_variant(s)}` | " + " | ".join(
         f"{c['requests_per_s_mean']:.1f} ± {c['requests_per_s_std']:.1f}, "
         f"{c['p50_ms_mean']:.2f} ms" for c in cells) + f" | {sum(c['errors'] for c in cells)} |")
   rounds = len(result["servers"][0]["levels"][levels[0]]) if levels else 0
   lines += ["", f"Servers: {rounds} interleaved rounds per level, one load test at a time "
-            "(bench/inference_serving.py's client: one keep-alive connection per thread).", ""]
+            "(bench/inference_serving.py's client: one event loop, a keep-alive connection per "
+            "concurrent request).", ""]
   return "\n".join(lines)
 
 
@@ -190,7 +213,8 @@ def main(argv=None):
   result = {"command": " ".join([".venv/bin/python", "bench/serving_options.py"] +
                                 (argv if argv is not None else sys.argv[1:])),
             "model_dir": os.path.abspath(args.model_dir), "texts": len(texts),
-            "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()}
+            "cpu_count": os.cpu_count(), "bucket_rows": args.bucket_rows,
+            "load_average_before": os.getloadavg()}
   result["padding_seq_per_s"] = padding(args, texts)
   for kind, cells in result["padding_seq_per_s"].items():
     print(f"serving_options: padded to {kind}: " +

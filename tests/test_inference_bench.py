@@ -168,9 +168,11 @@ def test_serving_options_page_is_written_from_its_json(tmp_path):
   result = {"command": "cmd", "model_dir": "/m", "texts": 7, "cpu_count": 2,
             "load_average_before": [0.5, 0, 0], "load_average_after_padding": [1.0, 0, 0],
             "load_average_after": [1.5, 0, 0],
+            "bucket_rows": 8,
             "padding_seq_per_s": {"longest": {"1": 10.0, "32": 40.0, "8": 30.0},
-                                  "max_seq_length": {"1": 5.0, "32": 20.0, "8": 15.0}},
-            "servers": [{"http": "h11", "loop": "asyncio",
+                                  "max_seq_length": {"1": 5.0, "32": 20.0, "8": 15.0},
+                                  "buckets": {"1": 10.0, "32": 50.0, "8": 30.0}},
+            "servers": [{"http": "h11", "loop": "asyncio", "bucket_rows": 8,
                          "levels": {"32": [level, level], "1": [level, level]},
                          "c1": {"requests_per_s_mean": 11.0, "requests_per_s_std": 1.0,
                                 "p50_ms_mean": 9.0, "errors": 0},
@@ -185,6 +187,7 @@ def test_serving_options_page_is_written_from_its_json(tmp_path):
   page = md.read_text()
   assert "| padded to | batch 1 | batch 8 | batch 32 |" in page
   assert "| 10.0 | 30.0 | 40.0 |" in page and "| 5.0 | 15.0 | 20.0 |" in page
-  assert ("| `--http=h11 --loop=asyncio` | 11.0 ± 1.0, 9.00 ms | 22.0 ± 2.0, 99.00 ms | 1 |"
-          in page)
+  assert "calls of that many rows) | 10.0 | 30.0 | 50.0 |" in page
+  assert ("| `--http=h11 --loop=asyncio --bucket_rows=8` | 11.0 ± 1.0, 9.00 ms | "
+          "22.0 ± 2.0, 99.00 ms | 1 |" in page)
   assert "2 interleaved rounds" in page and "before 0.50" in page

@@ -206,6 +206,22 @@ def test_concurrent_requests_are_answered_and_batched(single, direct):
   assert stats["max_batch_rows"] <= LIMITS["max_batch_size"]
 
 
+def test_length_buckets_return_the_rows_in_request_order(exports, direct):
+  """A 13-row batch in calls of 3 rows sorted by length: every row's outputs are
+  serving_default's on the whole batch at once (padding is masked)."""
+  texts = _texts(12, seed=5, words=(1, 12)) + [LONG]
+  expected = direct("single", text_a=texts)
+  served = model_lib.ServedModel(exports["single"], bucket_rows=3)
+  out = served.predict(texts)
+  np.testing.assert_allclose(out["logits"], expected["logits"], atol=1e-5)
+  assert out["label"].tolist() == [x.decode() for x in expected["label"]]
+  assert out["truncated"].tolist() == [False] * 12 + [True]
+  a, b = _texts(6, seed=6, words=(1, 9)), _texts(6, seed=7, words=(1, 9))
+  pair = model_lib.ServedModel(exports["pair"], bucket_rows=2).predict(a, b)
+  np.testing.assert_allclose(pair["logits"], direct("pair", text_a=a, text_b=b)["logits"],
+                             atol=1e-5)
+
+
 def test_big_request_is_split_into_max_batches(single, direct):
   url, app = single
   texts = _texts(20, seed=2)
@@ -342,7 +358,7 @@ def test_versioned_export_dir_refuses_bad_versions(version):
 @pytest.mark.parametrize("settings", [{"model_name": "a/b"}, {"max_batch_size": 0},
                                       {"port": 70000}, {"batch_timeout_ms": -1},
                                       {"max_request_bytes": 0}, {"http": "nginx"},
-                                      {"loop": "trio"}])
+                                      {"loop": "trio"}, {"bucket_rows": -1}])
 def test_bad_settings_are_config_errors(settings):
   with pytest.raises(ConfigError):
     server.ServeConfig(model_dir="x", **settings)

@@ -27,6 +27,9 @@ flags.DEFINE_integer("max_batch_size", 32, "Most rows per model call; bigger req
 flags.DEFINE_float("batch_timeout_ms", 0.0, "Longest a request waits for others to "
                    "share its model call (0: none; a batch is what queued while the last "
                    "model call ran).")
+flags.DEFINE_integer("bucket_rows", 0, "A batch of at least twice this many rows runs as "
+                     "calls of this many rows of similar length (each padded to its own "
+                     "longest, not the batch's); 0: one call per batch.")
 flags.DEFINE_integer("max_request_bytes", 1 << 20, "Larger request bodies get 413.")
 flags.DEFINE_integer("max_instances", 256, "More instances per request get 400.")
 flags.DEFINE_enum("http", "auto", server.HTTP_IMPLEMENTATIONS, "uvicorn's HTTP parser "
@@ -41,7 +44,8 @@ def main(argv):
       model_dir=FLAGS.model_dir, model_name=FLAGS.model_name, host=FLAGS.host,
       port=FLAGS.port, max_batch_size=FLAGS.max_batch_size,
       batch_timeout_ms=FLAGS.batch_timeout_ms, max_request_bytes=FLAGS.max_request_bytes,
-      max_instances=FLAGS.max_instances, http=FLAGS.http, loop=FLAGS.loop))
+      max_instances=FLAGS.max_instances, bucket_rows=FLAGS.bucket_rows, http=FLAGS.http,
+      loop=FLAGS.loop))
 
 
 if __name__ == "__main__":

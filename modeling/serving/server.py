@@ -46,6 +46,7 @@ class ServeConfig:
   batch_timeout_ms: float = 0.0
   max_request_bytes: int = 1 << 20
   max_instances: int = 256
+  bucket_rows: int = 0  # model.ServedModel: 0 = one call per batch
   http: str = "auto"  # uvicorn's HTTP parser: auto (httptools if installed) | h11 | httptools
   loop: str = "auto"  # uvicorn's event loop: auto (uvloop if installed) | asyncio | uvloop
 
@@ -57,6 +58,8 @@ class ServeConfig:
     for name in ("max_batch_size", "max_request_bytes", "max_instances"):
       if getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be at least 1, not {getattr(self, name)}")
+    if self.bucket_rows < 0:
+      raise ConfigError(f"--bucket_rows must be >= 0, not {self.bucket_rows}")
     if self.batch_timeout_ms < 0:
       raise ConfigError(f"--batch_timeout_ms must be >= 0, not {self.batch_timeout_ms}")
     for name, allowed in (("http", HTTP_IMPLEMENTATIONS), ("loop", LOOPS)):
@@ -197,7 +200,7 @@ def bind(host, port):
 def serve(config):
   """Loads config.model_dir and serves it until interrupted (uvicorn)."""
   import uvicorn  # pylint: disable=import-outside-toplevel
-  served = model_lib.ServedModel(config.model_dir)
+  served = model_lib.ServedModel(config.model_dir, config.bucket_rows)
   info = served.info
   sock = bind(config.host, config.port)
   host, port = sock.getsockname()[:2]
