@@ -200,7 +200,8 @@ async def _answer_ok(reader):
   """Reads one HTTP/1.1 response; True for a 200 with one prediction."""
   head = await reader.readuntil(b"\r\n\r\n")
   lines = head.decode("latin-1").split("\r\n")
-  fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+  fields = {k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(":") for line in lines[1:])}
   if not fields.get("content-length", "").isdigit():  # uvicorn always sends it here
     raise ValueError("a response without Content-Length")
   length = int(fields["content-length"])

@@ -88,6 +88,8 @@ def arm_runs(ctx, s, arm, seed):
   loss = ([f"--alpha={ctx.alpha:g}", f"--temperature={ctx.temperature:g}"] if uses_teacher
           else ["--alpha=1"])
   if not inter:
+    if arm == "pretrained" and not s.pretrained_flags:  # else it would start from random
+      raise ValueError(f"{s.key}: the pretrained arm needs its pretrained start")
     init = s.pretrained_flags if arm == "pretrained" else s.init_flags
     return [Run(name, s.key, s.arch, arm, seed, "single", base + list(init) + loss, out, rows,
                 epochs, ctx.batch_size)]

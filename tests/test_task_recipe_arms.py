@@ -49,6 +49,13 @@ def test_the_pretrained_twin_starts_from_the_pretrained_layers_with_hard_labels(
   assert strip(twin) == strip(same_init)
 
 
+def test_a_pretrained_arm_without_its_pretrained_start_is_refused(tmp_path):
+  student = rr.Student("own3l_e1", "own3l", "3 layers", "own_3l.json", TEACHER, 1.0, 0.4,
+                       ("no_teacher", "pretrained"))
+  with pytest.raises(ValueError, match="pretrained start"):
+    rr.planned_runs(_ctx(tmp_path), [student])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tiny_arms=no_teacher,pretrained"], "--tiny_arms"),
     (["--quick", "--own_students=2:1:no_teacher+pretrained"], "--quick"),
