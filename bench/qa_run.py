@@ -1,6 +1,8 @@
-"""Extractive QA on real SQuAD 2.0, end to end with the project's tools: teacher, students, baselines.
+"""Extractive QA on real SQuAD (2.0, or its answerable questions as 1.1), end to end with the
+project's tools: teacher, students, baselines.
 
   .venv/bin/python bench/qa_run.py --work_dir=/work/runs/qa
+  .venv/bin/python bench/qa_run.py --squad_version=v1.1 --work_dir=/work/runs/qa_v11
 
 On ../shared/data/squad-v2.0-dev-5articles.json (real SQuAD 2.0: 5 articles,
 1,407 questions), split by article (4 train, 1 dev):
@@ -9,15 +11,26 @@ On ../shared/data/squad-v2.0-dev-5articles.json (real SQuAD 2.0: 5 articles,
   2. the teacher: the shipped pretrained MiniLM-L6 fine-tuned (tools/finetune.py,
      best/ by the official dev F1);
   3. its start/end logits cached once (tools/extract_teacher_labels.py);
-  4. students, BERT-tiny (2L-128, the shipped pretrained weights), one run per
-     seed in each arm: `no_teacher` (tools/finetune.py on the records) and
+  4. students, one run per seed in each arm: BERT-tiny (2L-128, the shipped
+     pretrained weights) `no_teacher` (tools/finetune.py on the records) and
      `distilled` (tools/distill.py on the cached logits, alpha·CE + (1-alpha)·T²·KL);
+     and a student of --own_layers of the teacher's own architecture
+     (--init_from=teacher_layers): layers of the pretrained MiniLM the teacher
+     was fine-tuned from (--own_init=pretrained, DistilBERT's init) or of the
+     fine-tuned teacher, span head included (--own_init=teacher),
+     `own<L>l_<init>_no_teacher` (alpha 1: gold spans only) and
+     `own<L>l_<init>_distilled` (the same loss as BERT-tiny's);
   5. every best/ evaluated with the official metric (tools/evaluate.py), the
      "first sentence" and "always null" baselines scored the same way, a paired
      bootstrap over dev questions (distilled vs no-teacher, per seed pair and
      pooled), and tools/benchmark.py (latency at batch 1, seq 384; throughput;
      size) for the teacher and one student of each arm;
   6. docs/qa_results.md + .png, bench/results/qa_run.json.
+
+--squad_version=v1.1 first writes the sample's 705 answerable questions as a
+SQuAD 1.1 file (the data README's "v1.1-style run"): no null answer to learn,
+so the run shows whether the models learn spans, which on 2.0 the 50% null
+class hides on a sample this small.
 
 Every step is a stage of the project's tools: a killed run continues where it
 stopped (finished stages are no-ops). Runs one training at a time.
@@ -52,6 +65,8 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--work_dir", default="/work/runs/qa")
   p.add_argument("--squad_file", default=SAMPLE)
+  p.add_argument("--squad_version", default="v2.0", choices=("v2.0", "v1.1"),
+                 help="v1.1: train and evaluate on --squad_file's answerable questions only")
   p.add_argument("--max_seq_length", type=int, default=256,
                  help="window length; 256 instead of run_squad's 384 halves the CPU cost "
                  "here: the sample's contexts average 141 pieces, so 384-windows are 63%% "
@@ -60,14 +75,30 @@ def parse_args(argv=None):
   p.add_argument("--teacher_lr", type=float, default=1e-4)
   p.add_argument("--student_epochs", type=float, default=6.0)
   p.add_argument("--student_lr", type=float, default=3e-4)
+  p.add_argument("--own_layers", type=int, default=3,
+                 help="layers of the student made from the teacher's own (0: none)")
+  p.add_argument("--own_init", default="pretrained", choices=("pretrained", "teacher"),
+                 help="whose layers the own-layer student starts from: the pretrained MiniLM "
+                 "(DistilBERT's init) or the fine-tuned teacher (then it has trained on the "
+                 "same windows already: on this sample it relearns them without generalising)")
+  p.add_argument("--own_epochs", type=float, default=3.0)
+  p.add_argument("--own_lr", type=float, default=1e-4)
   p.add_argument("--alpha", type=float, default=0.5)
   p.add_argument("--temperature", type=float, default=2.0)
   p.add_argument("--batch_size", type=int, default=16)
   p.add_argument("--seeds", default="1,2,3")
   p.add_argument("--repeats", type=int, default=20, help="benchmark timed calls")
-  p.add_argument("--output_json", default=os.path.join(BENCH, "results", "qa_run.json"))
-  p.add_argument("--output_md", default=os.path.join(ROOT, "docs", "qa_results.md"))
+  p.add_argument("--output_json", default=None,
+                 help="default bench/results/qa_run.json (v1.1: qa_run_v1.1.json)")
+  p.add_argument("--output_md", default=None,
+                 help="default docs/qa_results.md (v1.1: qa_results_v1.1.md)")
   args = p.parse_args(argv)
+  suffix = "" if args.squad_version == "v2.0" else "_v1.1"
+  args.output_json = args.output_json or os.path.join(BENCH, "results", f"qa_run{suffix}.json")
+  args.output_md = args.output_md or os.path.join(ROOT, "docs", f"qa_results{suffix}.md")
+  # The dev measure checkpoints are kept and compared by: 2.0's F1 at the null
+  # threshold chosen on dev (see teacher_checkpoint); 1.1 has no null answer.
+  args.select_metric = "best_f1" if args.squad_version == "v2.0" else "f1"
   args.seeds = [int(s) for s in args.seeds.split(",")]
   args.log_dir = os.path.join(args.work_dir, "logs")
   return args
@@ -101,11 +132,31 @@ def prepare(args):
   for name in ("minilm_l6", "bert_tiny"):
     fetch_pretrained.fetch(name, _path(args, "pretrained"), _path(args, "downloads"))
   args.vocab = _path(args, "pretrained", "minilm_l6", "vocab.txt")
-  _run(args, "create_qa_data", [f"--input_file={args.squad_file}", "--dev_articles=1",
+  source = args.squad_file
+  if args.squad_version == "v1.1":
+    source = _path(args, "squad-v1.1-answerable.json")
+    stage.atomic_write_text(source, json.dumps(answerable_only(_read_json(args.squad_file))))
+  _run(args, "create_qa_data", [f"--input_file={source}", "--dev_articles=1",
                                 f"--vocab_file={args.vocab}",
                                 f"--output_dir={_path(args, 'records')}", "--nolog_examples",
                                 f"--max_seq_length={args.max_seq_length}"],
        "records")
+
+
+def answerable_only(squad):
+  """A SQuAD 2.0 dict -> SQuAD 1.1: its answerable questions, without the 2.0 keys
+  (`is_impossible`, `plausible_answers`); paragraphs left without a question go."""
+  articles = []
+  for article in squad["data"]:
+    paragraphs = []
+    for paragraph in article["paragraphs"]:
+      qas = [{k: v for k, v in qa.items() if k not in ("is_impossible", "plausible_answers")}
+             for qa in paragraph["qas"] if not qa.get("is_impossible") and qa.get("answers")]
+      if qas:
+        paragraphs.append({"context": paragraph["context"], "qas": qas})
+    if paragraphs:
+      articles.append({"title": article["title"], "paragraphs": paragraphs})
+  return {"version": "1.1", "data": articles}
 
 
 def _train_flags(args, seed, lr, epochs):
@@ -129,23 +180,25 @@ def teacher(args):
 
 
 def teacher_checkpoint(args):
-  """The teacher's kept checkpoint with the best dev `best_f1` (SQuAD 2.0's F1 at the
-  null threshold chosen on dev, as run_squad users tune null_score_diff_threshold).
+  """The teacher's kept checkpoint with the best dev `args.select_metric`: for 2.0,
+  `best_f1` (the F1 at the null threshold chosen on dev, as run_squad users tune
+  null_score_diff_threshold); for 1.1, f1 (best/'s own measure).
 
-  best/ holds the best dev f1 at threshold 0; on this small sample that is the
-  first epoch's always-null model (49.80), which no later epoch beat at threshold
-  0 while their span answers improved, so the run's kept checkpoints are compared
-  by best_f1 instead (still a dev-only choice).
+  On 2.0, best/ holds the best dev f1 at threshold 0; on this small sample that is
+  the first epoch's always-null model (49.80), which no later epoch beat at
+  threshold 0 while their span answers improved, so the run's kept checkpoints are
+  compared by best_f1 instead (still a dev-only choice).
   """
   evals = _read_json(_path(args, "teacher", "eval_results.json"))
   kept = {int(name.split("-")[1].split(".")[0]) for name in
           os.listdir(_path(args, "teacher", "checkpoints")) if name.startswith("ckpt-")}
-  best = max((e for e in evals if e["step"] in kept), key=lambda e: (e["best_f1"], -e["step"]))
+  best = max((e for e in evals if e["step"] in kept),
+             key=lambda e: (e[args.select_metric], -e["step"]))
   return _path(args, "teacher", "checkpoints", f"ckpt-{best['step']}")
 
 
 def students(args):
-  """{arm: {seed: run dir}} of the BERT-tiny students."""
+  """{arm: {seed: run dir}}: BERT-tiny's arms, then the own-layer student's."""
   init = _path(args, "pretrained", "bert_tiny")
   runs = {"no_teacher": {}, "distilled": {}}
   for seed in args.seeds:
@@ -162,7 +215,55 @@ def students(args):
                            f"--output_dir={_path(args, name)}", f"--alpha={args.alpha}",
                            f"--temperature={args.temperature}", *flags], name)
     runs["distilled"][seed] = _path(args, name)
+  if args.own_layers:
+    runs.update(own_students(args))
   return runs
+
+
+def own_students(args):
+  """{arm: {seed: run dir}} of the student made of --own_layers of the pretrained
+  MiniLM's or the fine-tuned teacher's layers (--own_init; the teacher's span head
+  too): both arms start from the same weights; only the loss differs. best/ is
+  kept by the dev measure the teacher's checkpoint was picked by (on 2.0, at
+  threshold 0 the always-null first epoch would win, as it did the teacher's)."""
+  teacher_config = _path(args, "pretrained", "minilm_l6", "bert_config.json")
+  source = _path(args, "pretrained", "minilm_l6") if args.own_init == "pretrained" else args.teacher
+  config = _path(args, f"own_{args.own_layers}l_config.json")
+  stage.atomic_write_text(config, json.dumps(dict(_read_json(teacher_config),
+                                                  num_hidden_layers=args.own_layers)))
+  key = own_key(args)
+  runs = {f"{key}_no_teacher": {}, f"{key}_distilled": {}}
+  for seed in args.seeds:
+    for arm, loss in ((f"{key}_no_teacher", ["--alpha=1"]),
+                      (f"{key}_distilled", [f"--alpha={args.alpha}",
+                                            f"--temperature={args.temperature}"])):
+      name = f"students/{arm}_s{seed}"
+      _run(args, "distill", [f"--student_config={config}", "--init_from=teacher_layers",
+                             f"--teacher_config={teacher_config}",
+                             f"--teacher_checkpoint={source}",
+                             f"--teacher_labels_dir={_path(args, 'labels')}",
+                             f"--output_dir={_path(args, name)}", *loss,
+                             f"--best_metric={args.select_metric}",
+                             *_train_flags(args, seed, args.own_lr, args.own_epochs)], name)
+      runs[arm][seed] = _path(args, name)
+  return runs
+
+
+def own_key(args):
+  return f"own{args.own_layers}l_{OWN_INITS[args.own_init]}"
+
+
+OWN_INITS = {"pretrained": "pre", "teacher": "ft"}  # --own_init -> the arms' infix
+
+
+def student_pairs(args):
+  """(title, distilled arm, no-teacher arm) of each student."""
+  pairs = [("BERT-tiny", "distilled", "no_teacher")]
+  if args.own_layers:
+    key = own_key(args)
+    pairs.append((_own_title(args.own_layers, OWN_INITS[args.own_init]), f"{key}_distilled",
+                  f"{key}_no_teacher"))
+  return pairs
 
 
 def evaluate(args, name, run_dir):
@@ -175,8 +276,10 @@ def evaluate(args, name, run_dir):
                                   f"--output_json={out}", f"--vocab_file={args.vocab}"],
                      os.path.join(args.log_dir, f"eval_{name}.log"))
   result = _read_json(out)
-  result["predictions_json"] = _read_json(result["predictions"][0])
-  result["null_odds_json"] = _read_json(result["predictions"][-1])
+  files = {os.path.basename(f): f for f in result["predictions"]}
+  result["predictions_json"] = _read_json(files["predictions.json"])
+  result["null_odds_json"] = (_read_json(files["null_odds.json"])
+                              if "null_odds.json" in files else None)  # v1.1: none
   return result
 
 
@@ -187,20 +290,52 @@ def dev_dataset(args):
   return _read_json(_path(args, "records", "dev", "dataset.json"))["data"]
 
 
-def baselines(dataset):
-  """The official metric of two answer-free strategies on the dev split."""
+def baseline_predictions(dataset):
+  """{baseline: {question id: answer}} of two answer-free strategies on the dev split
+  (on 1.1, always-null scores 0 by definition and is left out)."""
   first, null = {}, {}
   for article in dataset:
     for paragraph in article["paragraphs"]:
       sentence = _SENTENCE_END.split(paragraph["context"].strip(), maxsplit=1)[0]
       for qa in paragraph["qas"]:
         first[qa["id"]], null[qa["id"]] = sentence, ""
-  return {"first_sentence": squad_metrics.evaluate(dataset, first),
-          "always_null": squad_metrics.evaluate(dataset, null)}
+  out = {"first_sentence": first}
+  if squad_metrics.is_v2(dataset):
+    out["always_null"] = null
+  return out
+
+
+def baselines(dataset):
+  """The official metric of each baseline."""
+  return {name: squad_metrics.evaluate(dataset, predictions)
+          for name, predictions in baseline_predictions(dataset).items()}
+
+
+def beats_baselines(dataset, teacher_eval, evals):
+  """{system: {baseline: paired bootstrap}}: does each model learn? The teacher, and
+  each student arm on its per-question F1 averaged over the seeds, against each
+  answer-free baseline (an empty answer is 2.0's null: odds 0 keeps it as given)."""
+  v2 = squad_metrics.is_v2(dataset)
+  floors = {name: per_question_f1(dataset, preds, {q: 0.0 for q in preds} if v2 else None)
+            for name, preds in baseline_predictions(dataset).items()}
+  systems = {"teacher": per_question_f1(dataset, teacher_eval["predictions_json"],
+                                        teacher_eval["null_odds_json"])}
+  for arm, by_seed in evals.items():
+    systems[arm] = np.mean([per_question_f1(dataset, e["predictions_json"], e["null_odds_json"])
+                            for e in by_seed.values()], axis=0)
+  return {system: {name: significance.paired_bootstrap(scores, floor)
+                   for name, floor in floors.items()}
+          for system, scores in systems.items()}
 
 
 def per_question_f1(dataset, predictions, odds):
-  """F1 per dev question (id order) at the run's own null threshold (0, as trained)."""
+  """F1 per dev question (id order) at the run's own null threshold (0, as trained;
+  1.1: odds is None, every question has an answer)."""
+  if odds is None:  # evaluate-v1.1's per-question F1 (max over the reference answers)
+    f1 = {qa["id"]: max(squad_metrics.f1_score(predictions.get(qa["id"], ""), a["text"])
+                        for a in qa["answers"])
+          for article in dataset for p in article["paragraphs"] for qa in p["qas"]}
+    return np.array([f1[q] for q in sorted(f1)])
   _, f1 = squad_metrics.raw_scores(dataset, predictions)
   has_ans = {qa["id"]: bool(qa["answers"]) for a in dataset for p in a["paragraphs"]
              for qa in p["qas"]}
@@ -208,29 +343,34 @@ def per_question_f1(dataset, predictions, odds):
   return np.array([scores[q] for q in sorted(scores)])
 
 
-def compare_arms(dataset, evals, seeds):
-  """Paired bootstrap distilled vs no-teacher: per seed, and over the seed-mean F1."""
-  per_seed, pooled = {}, {}
-  for arm in ("distilled", "no_teacher"):
-    scores = [per_question_f1(dataset, evals[arm][s]["predictions_json"],
-                              evals[arm][s]["null_odds_json"]) for s in seeds]
-    per_seed[arm] = dict(zip(seeds, scores))
-    pooled[arm] = np.mean(scores, axis=0)
-  tests = {f"seed {s}": significance.paired_bootstrap(per_seed["distilled"][s],
-                                                      per_seed["no_teacher"][s], seed=s)
-           for s in seeds}
-  tests["seed mean"] = significance.paired_bootstrap(pooled["distilled"],
-                                                     pooled["no_teacher"])
-  return tests
+def compare_arms(dataset, evals, seeds, pairs):
+  """{student: paired bootstrap distilled vs no-teacher, per seed and over the seed-mean F1}."""
+  out = {}
+  for title, distilled, no_teacher in pairs:
+    per_seed, pooled = {}, {}
+    for arm in (distilled, no_teacher):
+      scores = [per_question_f1(dataset, evals[arm][s]["predictions_json"],
+                                evals[arm][s]["null_odds_json"]) for s in seeds]
+      per_seed[arm] = dict(zip(seeds, scores))
+      pooled[arm] = np.mean(scores, axis=0)
+    tests = {f"seed {s}": significance.paired_bootstrap(per_seed[distilled][s],
+                                                        per_seed[no_teacher][s], seed=s)
+             for s in seeds}
+    tests["seed mean"] = significance.paired_bootstrap(pooled[distilled], pooled[no_teacher])
+    out[title] = tests
+  return out
 
 
 def benchmark(args, runs):
-  out = _path(args, "benchmark")
-  if not os.path.exists(os.path.join(out, "benchmark.json")):
-    seed = args.seeds[0]
-    models = [f"teacher=:{args.teacher}",
-              f"tiny_distilled=:{runs['distilled'][seed]}/best",
-              f"tiny_no_teacher=:{runs['no_teacher'][seed]}/best"]
+  out, seed = _path(args, "benchmark"), args.seeds[0]
+  models = [f"teacher=:{args.teacher}", f"tiny_distilled=:{runs['distilled'][seed]}/best",
+            f"tiny_no_teacher=:{runs['no_teacher'][seed]}/best"]
+  if args.own_layers:
+    key = own_key(args)
+    models.append(f"{key}_distilled=:{runs[key + '_distilled'][seed]}/best")
+  done = os.path.join(out, "benchmark.json")
+  have = [m["name"] for m in _read_json(done)["models"]] if os.path.exists(done) else None
+  if have != [m.split("=")[0] for m in models]:  # another set of rows: all timed again
     tooling.run_tool("benchmark", [f"--models={','.join(models)}",
                                    f"--input_dir={_path(args, 'records')}",
                                    f"--output_dir={out}", f"--vocab_file={args.vocab}",
@@ -308,48 +448,85 @@ def _fmt(mean_std):
   return f"{mean_std[0]:.2f} ± {mean_std[1]:.2f}"
 
 
+def _own_title(layers, infix):
+  return (f"{layers} layers of the pretrained MiniLM" if infix == "pre" else
+          f"{layers} layers of the fine-tuned teacher")
+
+
+def _arm_title(arm):
+  """no_teacher -> BERT-tiny no teacher; own3l_pre_distilled -> 3 layers of the
+  pretrained MiniLM distilled."""
+  match = re.fullmatch(r"own(\d+)l_(pre|ft)_(.+)", arm)
+  if match:
+    return f"{_own_title(match[1], match[2])} {match[3].replace('_', ' ')}"
+  return f"BERT-tiny {arm.replace('_', ' ')}"
+
+
+def score_columns(v2):
+  """(header, metric) of the score columns: EM and F1; 2.0 adds HasAns / NoAns / Best F1."""
+  cols = [("EM", "exact"), ("F1", "f1")]
+  if v2:
+    cols += [("HasAns F1", "HasAns_f1"), ("NoAns F1", "NoAns_f1"), ("Best F1", "best_f1")]
+  return cols
+
+
+def _table(head, cols, rows):
+  """A Markdown table: head cells, then one header per score column; rows of cells."""
+  return "\n".join([f"| {' | '.join(head + [h for h, _ in cols])} |",
+                    "|" + "---|" * len(head) + "---:|" * len(cols),
+                    *(f"| {' | '.join(r)} |" for r in rows)])
+
+
 def markdown(result, bench_md):
-  rows = ["| System | Seeds | EM | F1 | HasAns F1 | NoAns F1 | Best F1 |",
-          "|---|---:|---:|---:|---:|---:|---:|"]
-  for name, m in result["baselines"].items():
-    rows.append(f"| baseline: {name.replace('_', ' ')} | - | {m['exact']:.2f} | {m['f1']:.2f} | "
-                f"{m.get('HasAns_f1', 0):.2f} | {m.get('NoAns_f1', 0):.2f} | - |")
-  t = result["teacher"]
-  rows.append(f"| teacher MiniLM-L6 (fine-tuned; {os.path.basename(result['teacher_checkpoint'])}) "
-              f"| 1 | {t['exact']:.2f} | {t['f1']:.2f} | "
-              f"{t['HasAns_f1']:.2f} | {t['NoAns_f1']:.2f} | {t['best_f1']:.2f} |")
-  for arm, summary in result["students"].items():
-    rows.append(f"| BERT-tiny {arm.replace('_', ' ')} | {len(summary['seeds'])} | "
-                f"{_fmt(summary['exact'])} | {_fmt(summary['f1'])} | "
-                f"{_fmt(summary['HasAns_f1'])} | {_fmt(summary['NoAns_f1'])} | "
-                f"{_fmt(summary['best_f1'])} |")
-  tests = ["| Comparison | F1 distilled | F1 no teacher | Difference | p (paired bootstrap) |",
-           "|---|---:|---:|---:|---:|"]
-  for name, t in result["significance"].items():
-    tests.append(f"| {name} | {100 * t['mean_a']:.2f} | {100 * t['mean_b']:.2f} | "
-                 f"{100 * t['diff']:+.2f} | "
-                 f"{t['p_value']:.4f} |")
   s = result["settings"]
+  v2 = s["squad_version"] == "v2.0"
+  cols = score_columns(v2)
+  rows = [[f"baseline: {name.replace('_', ' ')}", "-"] +
+          [f"{m[k]:.2f}" if k in m else "-" for _, k in cols]
+          for name, m in result["baselines"].items()]
+  t = result["teacher"]
+  rows.append([f"teacher MiniLM-L6 (fine-tuned; {os.path.basename(result['teacher_checkpoint'])})",
+               "1"] + [f"{t[k]:.2f}" for _, k in cols])
+  rows += [[_arm_title(arm), str(len(summary["seeds"]))] + [_fmt(summary[k]) for _, k in cols]
+           for arm, summary in result["students"].items()]
+  tests = ["| Student | Comparison | F1 distilled | F1 no teacher | Difference | "
+           "p (paired bootstrap) |", "|---|---|---:|---:|---:|---:|"]
+  for student, by_name in result["significance"].items():
+    for name, t in by_name.items():
+      tests.append(f"| {student} | {name} | {100 * t['mean_a']:.2f} | {100 * t['mean_b']:.2f} | "
+                   f"{100 * t['diff']:+.2f} | {t['p_value']:.4f} |")
+  curve = [[str(e["step"])] + [f"{e[k]:.2f}" for _, k in cols]
+           for e in result["teacher_epochs_dev"]]
+  version = "2.0" if v2 else "1.1"
   return "\n".join([
-      "# Extractive QA on real SQuAD 2.0: teacher, distilled student, baselines", "",
+      f"# Extractive QA on real SQuAD {version}: teacher, distilled students, baselines", "",
       f"Produced by `{result['command']}` ({result['load_note']}).", "",
-      f"Data: `{os.path.basename(s['squad_file'])}` (real SQuAD 2.0 dev questions), split "
-      f"by article: {result['records']['train_questions']} train questions "
+      f"Data: `{os.path.basename(s['squad_file'])}` (real SQuAD 2.0 dev questions" +
+      ("" if v2 else "; its answerable questions only, written as a SQuAD 1.1 file") +
+      f"), split by article: {result['records']['train_questions']} train questions "
       f"({result['records']['train_windows']} windows), {result['records']['dev_questions']} "
-      f"dev questions; {s['max_seq_length']}-token windows, stride 128. EM / F1: the official evaluate-v2.0 "
-      "rules, null threshold 0 (Best F1: at the threshold chosen on dev). Students: "
-      f"{len(s['seeds'])} seeds per arm, mean ± std.", "",
-      "\n".join(rows), "",
+      f"dev questions; {s['max_seq_length']}-token windows, stride 128. EM / F1: the official "
+      f"evaluate-v{version} rules" +
+      (", null threshold 0 (Best F1: at the threshold chosen on dev)" if v2 else "") +
+      f". Students: {len(s['seeds'])} seeds per arm, mean ± std.", "",
+      _table(["System", "Seeds"], cols, rows), "",
       f"Teacher: the shipped MiniLM-L6 fine-tuned {s['teacher_epochs']:g} epochs at lr "
-      f"{s['teacher_lr']:g}. Students: the shipped BERT-tiny, {s['student_epochs']:g} epochs "
-      f"at lr {s['student_lr']:g}; distilled: alpha {s['alpha']:g}, T {s['temperature']:g} on "
-      "the teacher's cached start/end logits (float16).", "",
-      "Teacher's dev curve (official metric after every epoch; f1 at null threshold 0, "
-      "best_f1 at the threshold chosen on dev):", "",
-      "| step | EM | F1 | HasAns F1 | NoAns F1 | best F1 |", "|---:|---:|---:|---:|---:|---:|",
-      "\n".join(f"| {e['step']} | {e['exact']:.2f} | {e['f1']:.2f} | {e['HasAns_f1']:.2f} | "
-                f"{e['NoAns_f1']:.2f} | {e['best_f1']:.2f} |" for e in result["teacher_epochs_dev"]),
-      "",
+      f"{s['teacher_lr']:g}, the checkpoint with the best dev {s['select_metric']}. Students: "
+      f"the shipped BERT-tiny, {s['student_epochs']:g} epochs at lr {s['student_lr']:g}; "
+      f"distilled: alpha {s['alpha']:g}, T {s['temperature']:g} on the teacher's cached "
+      "start/end logits (float16)." + (
+          f" Own-layer student: {s['own_layers']} of the 6 layers (uniform map) of " +
+          ("the pretrained MiniLM the teacher was fine-tuned from (DistilBERT's init; span "
+           "head fresh)" if s.get("own_init") == "pretrained" else
+           "the kept teacher checkpoint and its span head") + f", {s['own_epochs']:g} "
+          f"epochs at lr {s['own_lr']:g}, no teacher (alpha 1) or distilled as BERT-tiny; "
+          f"best/ by dev {s['select_metric']} as the teacher's checkpoint."
+          if s.get("own_layers") else ""), "",
+      "Teacher's dev curve (official metric after every epoch" +
+      ("; F1 at null threshold 0, Best F1 at the threshold chosen on dev" if v2 else "") + "):",
+      "", _table(["step"], cols, curve), "",
+      "## Do the models learn?", "",
+      learning_md(result["beats_baselines"]), "",
       "## Does the teacher help?", "",
       "\n".join(tests), "",
       "One-sided paired bootstrap over dev questions (10,000 resamples): per seed pair, and "
@@ -358,12 +535,28 @@ def markdown(result, bench_md):
       arithmetic_md(result["full_squad_v11"])])
 
 
+def learning_md(tests):
+  """Each model's F1 at threshold 0 against each baseline's, per question."""
+  names = [name.replace("_", " ") for name in next(iter(tests.values()))]
+  rows = ["| Model | F1 | " + " | ".join(f"vs {n}: difference, p" for n in names) + " |",
+          "|---|---:|" + "---:|" * len(names)]
+  for system, by_name in tests.items():
+    title = "teacher MiniLM-L6" if system == "teacher" else _arm_title(system)
+    first = next(iter(by_name.values()))
+    rows.append(f"| {title} | {100 * first['mean_a']:.2f} | " + " | ".join(
+        f"{100 * t['diff']:+.2f}, {t['p_value']:.4f}" for t in by_name.values()) + " |")
+  return "\n".join(rows + ["", "One-sided paired bootstrap over dev questions (10,000 "
+                            "resamples); students: the per-question F1 averaged over seeds."])
+
+
 def summarize(evals):
   out = {}
   for arm, by_seed in evals.items():
     out[arm] = {"seeds": sorted(by_seed)}
     for metric in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1"):
-      out[arm][metric] = significance.mean_std([e["metrics"][metric] for e in by_seed.values()])
+      values = [e["metrics"].get(metric) for e in by_seed.values()]
+      if None not in values:  # 1.1: exact and f1 only
+        out[arm][metric] = significance.mean_std(values)
   return out
 
 
@@ -388,7 +581,9 @@ def main(argv=None):
       "records": records, "baselines": baselines(dataset), "teacher": teacher_eval["metrics"],
       "teacher_checkpoint": args.teacher,
       "teacher_epochs_dev": _read_json(_path(args, "teacher", "eval_results.json")),
-      "students": summarize(evals), "significance": compare_arms(dataset, evals, args.seeds),
+      "students": summarize(evals),
+      "beats_baselines": beats_baselines(dataset, teacher_eval, evals),
+      "significance": compare_arms(dataset, evals, args.seeds, student_pairs(args)),
       "benchmark": bench, "full_squad_v11": full_squad_arithmetic(args),
       "load_average_start": load_before,
       "load_note": "load average at start " + ", ".join(f"{x:.2f}" for x in load_before) +

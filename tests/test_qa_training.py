@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from modeling.checkpoints import google
+from modeling.checkpoints import name_map
 from modeling.losses import qa_losses
 from modeling.losses import task_losses
 from modeling.models import span
+from modeling.networks import bert
+from modeling.training import qa_runs
 from pipeline.core import stage
 from pipeline.inputs import parsing
 from pipeline.labels import qa_labels
@@ -220,6 +224,29 @@ def test_distill_a_student_from_the_cached_logits(qa_run):
                   f"--teacher_labels_dir={d / 'labels'}", f"--output_dir={d / 'x'}",
                   "--hidden_mse_weight=1", *qa_run["common"], check=False)
   _assert_one_line_error(proc, "--distill_phase=backbone")
+
+
+def test_teacher_layers_come_from_a_span_model_or_a_headless_encoder(qa_run, tmp_path):
+  """A fine-tuned span model gives its head as well; a pretrained encoder without
+  one (DistilBERT's init: the pretrained model a teacher was tuned from) gives its
+  encoder, and the span head keeps a fresh init instead of a refusal."""
+  d = qa_run["dir"]
+  tuned = name_map.tf1_variable_map(span.load_span_model(str(d / "teacher" / "best")))
+  source = name_map.tf1_variable_map(
+      qa_runs.layer_source(qa_run["config"], str(d / "teacher" / "best")))
+  assert "cls/squad/output_weights" in tuned and set(source) == set(tuned)
+  for name, variable in tuned.items():
+    np.testing.assert_array_equal(source[name].numpy(), variable.numpy())
+  # A Google checkpoint of an encoder alone (no cls/squad/*).
+  encoder = bert.backbone(span.build_span_model(qa_run["config"]))
+  prefix = google.save_tf1_checkpoint(encoder, str(tmp_path / "pre" / "bert_model.ckpt"),
+                                      write_config=False)
+  source = name_map.tf1_variable_map(qa_runs.layer_source(qa_run["config"], prefix))
+  encoder_vars = name_map.tf1_variable_map(encoder)
+  assert set(source) - set(encoder_vars) == {"cls/squad/output_weights",
+                                             "cls/squad/output_bias"}
+  for name, variable in encoder_vars.items():
+    np.testing.assert_array_equal(source[name].numpy(), variable.numpy())
 
 
 def test_backbone_phase_then_the_span_loss(qa_run):

@@ -40,9 +40,12 @@ def test_v1_by_hand():
   preds = {"q1": "Eiffel tower!", "q2": "the Broncos", "q3": "1980s"}  # q4 unanswered
   # q1: "eiffel tower" both: EM 1, F1 1. q2: "broncos" vs "denver broncos": EM 0,
   # P 1/1, R 1/2, F1 2/3. q3: 0, 0. q4: no prediction: 0, 0, still counted.
-  out = sm.evaluate(V1, preds)
+  out = sm.evaluate_v1(V1, preds)  # evaluate-v1.1.py's own key names
   assert out["exact_match"] == pytest.approx(100 * 1 / 4)
   assert out["f1"] == pytest.approx(100 * (1 + 2 / 3) / 4)
+  # The version-following entry point: the same figures under v2.0's names, the
+  # names --best_metric and the tables use for both versions.
+  assert sm.evaluate(V1, preds) == {"exact": out["exact_match"], "f1": out["f1"], "total": 4}
   assert sm.f1_score("", "") == 0  # v1.1's F1 has no empty-answer rule
 
 

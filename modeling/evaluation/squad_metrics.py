@@ -156,7 +156,11 @@ def evaluate_v2(dataset, predictions, na_probs=None, na_prob_thresh=1.0):
 
 def evaluate(dataset, predictions, na_probs=None):
   """The official script of the dataset's version: evaluate_v2 for v2.0 data
-  (with is_impossible), else evaluate_v1."""
+  (with is_impossible), else evaluate_v1, under evaluate-v2.0's key names for both
+  ("exact", "f1", "total"), so that one set of metric names (--best_metric, the
+  tables) serves both versions; evaluate_v1 keeps evaluate-v1.1.py's own names."""
   if is_v2(dataset):
     return evaluate_v2(dataset, predictions, na_probs)
-  return evaluate_v1(dataset, predictions)
+  v1 = evaluate_v1(dataset, predictions)
+  return {"exact": v1["exact_match"], "f1": v1["f1"],
+          "total": sum(1 for _ in _questions(dataset))}

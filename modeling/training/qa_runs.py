@@ -216,10 +216,9 @@ class QaRecipe(run.Recipe):
     c = self.config
     if c.init_from == "checkpoint" and c.init_checkpoint:
       loading.load_checkpoint(model, c.init_checkpoint)
-    elif c.init_from == "teacher_layers":  # Encoder layers and the teacher's span head.
-      teacher = self.teacher or span.load_span_model(
-          c.teacher_checkpoint, config=bert_lib.load_config(c.teacher_config))
-      student_init.init_student_from_teacher(model, teacher)
+    elif c.init_from == "teacher_layers":  # Encoder layers, and a span head if it has one.
+      student_init.init_student_from_teacher(
+          model, self.teacher or layer_source(c.teacher_config, c.teacher_checkpoint))
 
   def on_eval(self, model, task, world, output_dir):
     if not world.is_chief or not self.config.eval_split or self.config.intermediate:
@@ -244,3 +243,12 @@ def train_qa(config, loop, flag_values=None):
   """Fine-tunes or distills (by the input's kind) the span model `config` describes."""
   return run.train(QaRecipe(config), loop, config.output_dir, flag_values)
 
+
+def layer_source(config_path, checkpoint):
+  """The span model whose layers a teacher_layers student copies: a fine-tuned span
+  model (its head too), or a pretrained encoder without one (DistilBERT's init: the
+  student's span head keeps its fresh init)."""
+  config = bert_lib.load_config(config_path)
+  if span.holds_span_head(checkpoint):
+    return span.load_span_model(checkpoint, config=config)
+  return span.build_span_model(config, init_checkpoint=checkpoint)
