@@ -224,9 +224,9 @@ def markdown_report(report):
       "interleaved across models. Speedup: the first model's latency / this model's. "
       "F1 kept: F1 / the first model's.",
       f"EM / F1: the official SQuAD evaluation script's, on `{inp['dir']}` (split "
-      f"{inp['split']}, {inp['questions']} questions); SQuAD 2.0: HasAns / NoAns are the "
-      "questions with / without an answer, Best F1 at the null threshold chosen on this "
-      "split.",
+      f"{inp['split']}, {inp['questions']} questions)" + (
+          "; HasAns / NoAns are the questions with / without an answer, Best F1 at the "
+          "null threshold chosen on this split." if inp["version"] == "v2.0" else "."),
       f"Load average (1, 5, 15 min) before: {loads}; after: {loads_after}; "
       f"{env['cpu_count']} CPUs.", ""])
 
