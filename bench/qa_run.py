@@ -6,8 +6,8 @@ project's tools: teacher, students, baselines.
 
 On ../shared/data/squad-v2.0-dev-5articles.json (real SQuAD 2.0: 5 articles,
 1,407 questions), split by article (4 train, 1 dev):
-  1. QA records (tools/create_qa_data.py: 384 / stride 128 / query 64, the
-     shipped MiniLM's uncased vocab);
+  1. QA records (tools/create_qa_data.py: --max_seq_length 256 / stride 128 /
+     query 64, the shipped MiniLM's uncased vocab);
   2. the teacher: the shipped pretrained MiniLM-L6 fine-tuned (tools/finetune.py,
      best/ by the official dev F1);
   3. its start/end logits cached once (tools/extract_teacher_labels.py);
@@ -21,11 +21,14 @@ On ../shared/data/squad-v2.0-dev-5articles.json (real SQuAD 2.0: 5 articles,
      `own<L>l_<init>_no_teacher` (alpha 1: gold spans only) and
      `own<L>l_<init>_distilled` (the same loss as BERT-tiny's);
   5. every best/ evaluated with the official metric (tools/evaluate.py), the
-     "first sentence" and "always null" baselines scored the same way, a paired
-     bootstrap over dev questions (distilled vs no-teacher, per seed pair and
-     pooled), and tools/benchmark.py (latency at batch 1, seq 384; throughput;
-     size) for the teacher and one student of each arm;
-  6. docs/qa_results.md + .png, bench/results/qa_run.json.
+     "first sentence" and "always null" baselines scored the same way, paired
+     bootstraps over dev questions (each model against each baseline; distilled
+     vs no-teacher, per seed pair and pooled), and tools/benchmark.py (latency
+     at batch 1 and the window length; throughput; size) for the teacher and one
+     student of each arm. The sample has no third split: best/ is the epoch with
+     the best dev score, and the same dev questions score it (the pages say so);
+  6. docs/qa_results.md + .png, bench/results/qa_run.json (v1.1:
+     docs/qa_results_v1.1.md, bench/results/qa_run_v1.1.json).
 
 --squad_version=v1.1 first writes the sample's 705 answerable questions as a
 SQuAD 1.1 file (the data README's "v1.1-style run"): no null answer to learn,
@@ -81,7 +84,7 @@ def parse_args(argv=None):
                  help="whose layers the own-layer student starts from: the pretrained MiniLM "
                  "(DistilBERT's init) or the fine-tuned teacher (then it has trained on the "
                  "same windows already: on this sample it relearns them without generalising)")
-  p.add_argument("--own_epochs", type=float, default=3.0)
+  p.add_argument("--own_epochs", type=float, default=6.0)
   p.add_argument("--own_lr", type=float, default=1e-4)
   p.add_argument("--alpha", type=float, default=0.5)
   p.add_argument("--temperature", type=float, default=2.0)
@@ -331,11 +334,13 @@ def beats_baselines(dataset, teacher_eval, evals):
 def per_question_f1(dataset, predictions, odds):
   """F1 per dev question (id order) at the run's own null threshold (0, as trained;
   1.1: odds is None, every question has an answer)."""
-  if odds is None:  # evaluate-v1.1's per-question F1 (max over the reference answers)
+  if not squad_metrics.is_v2(dataset):  # evaluate-v1.1's F1 (max over the references)
     f1 = {qa["id"]: max(squad_metrics.f1_score(predictions.get(qa["id"], ""), a["text"])
                         for a in qa["answers"])
           for article in dataset for p in article["paragraphs"] for qa in p["qas"]}
     return np.array([f1[q] for q in sorted(f1)])
+  if odds is None:
+    raise ValueError("a SQuAD 2.0 evaluation without null_odds.json")
   _, f1 = squad_metrics.raw_scores(dataset, predictions)
   has_ans = {qa["id"]: bool(qa["answers"]) for a in dataset for p in a["paragraphs"]
              for qa in p["qas"]}
@@ -453,7 +458,7 @@ def _own_title(layers, infix):
           f"{layers} layers of the fine-tuned teacher")
 
 
-def _arm_title(arm):
+def arm_title(arm):
   """no_teacher -> BERT-tiny no teacher; own3l_pre_distilled -> 3 layers of the
   pretrained MiniLM distilled."""
   match = re.fullmatch(r"own(\d+)l_(pre|ft)_(.+)", arm)
@@ -473,7 +478,7 @@ def score_columns(v2):
 def _table(head, cols, rows):
   """A Markdown table: head cells, then one header per score column; rows of cells."""
   return "\n".join([f"| {' | '.join(head + [h for h, _ in cols])} |",
-                    "|" + "---|" * len(head) + "---:|" * len(cols),
+                    "|---|" + "---:|" * (len(head) - 1 + len(cols)),
                     *(f"| {' | '.join(r)} |" for r in rows)])
 
 
@@ -487,7 +492,7 @@ def markdown(result, bench_md):
   t = result["teacher"]
   rows.append([f"teacher MiniLM-L6 (fine-tuned; {os.path.basename(result['teacher_checkpoint'])})",
                "1"] + [f"{t[k]:.2f}" for _, k in cols])
-  rows += [[_arm_title(arm), str(len(summary["seeds"]))] + [_fmt(summary[k]) for _, k in cols]
+  rows += [[arm_title(arm), str(len(summary["seeds"]))] + [_fmt(summary[k]) for _, k in cols]
            for arm, summary in result["students"].items()]
   tests = ["| Student | Comparison | F1 distilled | F1 no teacher | Difference | "
            "p (paired bootstrap) |", "|---|---|---:|---:|---:|---:|"]
@@ -508,7 +513,9 @@ def markdown(result, bench_md):
       f"dev questions; {s['max_seq_length']}-token windows, stride 128. EM / F1: the official "
       f"evaluate-v{version} rules" +
       (", null threshold 0 (Best F1: at the threshold chosen on dev)" if v2 else "") +
-      f". Students: {len(s['seeds'])} seeds per arm, mean ± std.", "",
+      f". Students: {len(s['seeds'])} seeds per arm, mean ± std. The sample has no third "
+      "split: every model is kept at its epoch with the best dev score and scored on the "
+      "same dev questions, which favours the models over the (unselected) baselines.", "",
       _table(["System", "Seeds"], cols, rows), "",
       f"Teacher: the shipped MiniLM-L6 fine-tuned {s['teacher_epochs']:g} epochs at lr "
       f"{s['teacher_lr']:g}, the checkpoint with the best dev {s['select_metric']}. Students: "
@@ -541,7 +548,7 @@ def learning_md(tests):
   rows = ["| Model | F1 | " + " | ".join(f"vs {n}: difference, p" for n in names) + " |",
           "|---|---:|" + "---:|" * len(names)]
   for system, by_name in tests.items():
-    title = "teacher MiniLM-L6" if system == "teacher" else _arm_title(system)
+    title = "teacher MiniLM-L6" if system == "teacher" else arm_title(system)
     first = next(iter(by_name.values()))
     rows.append(f"| {title} | {100 * first['mean_a']:.2f} | " + " | ".join(
         f"{100 * t['diff']:+.2f}, {t['p_value']:.4f}" for t in by_name.values()) + " |")

@@ -2,6 +2,7 @@
 writes from a 2.0 file, its per-question F1 against the official v1.1 rules, and
 that v1.1 scores carry every metric name the QA trainer keeps checkpoints by."""
 
+import json
 import os
 import sys
 
@@ -10,8 +11,8 @@ import pytest
 
 from modeling.evaluation import squad_metrics
 from modeling.training import qa_training
-from pipeline.records import qa_data
 from pipeline.core import stage
+from pipeline.records import qa_data
 from tests.conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
@@ -77,10 +78,25 @@ def test_v1_report_has_no_null_columns():
   assert qa_run.parse_args([]).select_metric == "best_f1"
 
 
+@pytest.mark.parametrize("name,v2", [("qa_run_v1.1.json", False), ("qa_run.json", True)])
+def test_the_committed_results_render_with_their_versions_columns(name, v2):
+  """The page of each committed result: 2.0's null columns and always-null baseline
+  only on 2.0; every student arm and the baselines' bootstrap table on both."""
+  with open(os.path.join(ROOT, "bench", "results", name), encoding="utf-8") as f:
+    result = json.load(f)
+  page = qa_run.markdown(result, "(benchmark table)")
+  head = "| System | Seeds | EM | F1 |" + (" HasAns F1 | NoAns F1 | Best F1 |" if v2 else "")
+  assert head in page.splitlines()
+  assert ("always null" in page) == v2 and ("HasAns" in page) == v2
+  assert "## Do the models learn?" in page and "(benchmark table)" in page
+  for arm in result["students"]:
+    assert f"| {qa_run.arm_title(arm)} | 3 |" in page
+
+
 def test_beats_baselines_compares_each_model_per_question():
   dataset = qa_run.answerable_only(V2)["data"]
-  # First sentences: a1 "Paris is in France." (F1 vs "Paris": 2/5... P 1/4, R 1 -> 0.4),
-  # c1 "Rome is old." (best vs "Rome is": P 2/3, R 1 -> 0.8).
+  # First sentences: a1 "Paris is in France." vs "Paris": P 1/4, R 1 -> F1 0.4;
+  # c1 "Rome is old." vs "Rome is" (its best reference): P 2/3, R 1 -> F1 0.8.
   perfect = {"predictions_json": {"a1": "Paris", "c1": "Rome"}, "null_odds_json": None}
   half = {"predictions_json": {"a1": "Paris", "c1": "old"}, "null_odds_json": None}
   tests = qa_run.beats_baselines(dataset, perfect, {"no_teacher": {1: perfect, 2: half}})

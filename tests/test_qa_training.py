@@ -229,7 +229,7 @@ def test_distill_a_student_from_the_cached_logits(qa_run):
 def test_teacher_layers_come_from_a_span_model_or_a_headless_encoder(qa_run, tmp_path):
   """A fine-tuned span model gives its head as well; a pretrained encoder without
   one (DistilBERT's init: the pretrained model a teacher was tuned from) gives its
-  encoder, and the span head keeps a fresh init instead of a refusal."""
+  encoder and a freshly initialised head, instead of a refusal."""
   d = qa_run["dir"]
   tuned = name_map.tf1_variable_map(span.load_span_model(str(d / "teacher" / "best")))
   source = name_map.tf1_variable_map(

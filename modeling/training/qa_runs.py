@@ -246,8 +246,8 @@ def train_qa(config, loop, flag_values=None):
 
 def layer_source(config_path, checkpoint):
   """The span model whose layers a teacher_layers student copies: a fine-tuned span
-  model (its head too), or a pretrained encoder without one (DistilBERT's init: the
-  student's span head keeps its fresh init)."""
+  model (its head too), or a pretrained encoder without one (DistilBERT's init),
+  built as a span model whose head is a fresh init drawn under the run's seed."""
   config = bert_lib.load_config(config_path)
   if span.holds_span_head(checkpoint):
     return span.load_span_model(checkpoint, config=config)
