@@ -314,18 +314,25 @@ def baselines(dataset):
           for name, predictions in baseline_predictions(dataset).items()}
 
 
-def beats_baselines(dataset, teacher_eval, evals):
+def question_scores(dataset, evals):
+  """{arm: {seed: per-question F1 [questions]}} of every student run, computed once
+  for both kinds of test."""
+  return {arm: {s: per_question_f1(dataset, e["predictions_json"], e["null_odds_json"])
+                for s, e in by_seed.items()} for arm, by_seed in evals.items()}
+
+
+def beats_baselines(dataset, teacher_eval, scores):
   """{system: {baseline: paired bootstrap}}: does each model learn? The teacher, and
-  each student arm on its per-question F1 averaged over the seeds, against each
-  answer-free baseline (an empty answer is 2.0's null: odds 0 keeps it as given)."""
+  each student arm on its per-question F1 averaged over the seeds (`scores`:
+  question_scores), against each answer-free baseline (an empty answer is 2.0's
+  null: odds 0 keeps it as given)."""
   v2 = squad_metrics.is_v2(dataset)
   floors = {name: per_question_f1(dataset, preds, {q: 0.0 for q in preds} if v2 else None)
             for name, preds in baseline_predictions(dataset).items()}
   systems = {"teacher": per_question_f1(dataset, teacher_eval["predictions_json"],
                                         teacher_eval["null_odds_json"])}
-  for arm, by_seed in evals.items():
-    systems[arm] = np.mean([per_question_f1(dataset, e["predictions_json"], e["null_odds_json"])
-                            for e in by_seed.values()], axis=0)
+  for arm, by_seed in scores.items():
+    systems[arm] = np.mean(list(by_seed.values()), axis=0)
   return {system: {name: significance.paired_bootstrap(scores, floor)
                    for name, floor in floors.items()}
           for system, scores in systems.items()}
@@ -335,10 +342,8 @@ def per_question_f1(dataset, predictions, odds):
   """F1 per dev question (id order) at the run's own null threshold (0, as trained;
   1.1: odds is None, every question has an answer)."""
   if not squad_metrics.is_v2(dataset):  # evaluate-v1.1's F1 (max over the references)
-    f1 = {qa["id"]: max(squad_metrics.f1_score(predictions.get(qa["id"], ""), a["text"])
-                        for a in qa["answers"])
-          for article in dataset for p in article["paragraphs"] for qa in p["qas"]}
-    return np.array([f1[q] for q in sorted(f1)])
+    _, f1 = squad_metrics.raw_scores_v1(dataset, predictions)
+    return np.array([f1[q] for q in sorted(f1)], np.float64)
   if odds is None:
     raise ValueError("a SQuAD 2.0 evaluation without null_odds.json")
   _, f1 = squad_metrics.raw_scores(dataset, predictions)
@@ -348,18 +353,15 @@ def per_question_f1(dataset, predictions, odds):
   return np.array([scores[q] for q in sorted(scores)])
 
 
-def compare_arms(dataset, evals, seeds, pairs):
-  """{student: paired bootstrap distilled vs no-teacher, per seed and over the seed-mean F1}."""
+def compare_arms(scores, seeds, pairs):
+  """{student: paired bootstrap distilled vs no-teacher, per seed and over the seed-mean
+  F1} (`scores`: question_scores)."""
   out = {}
   for title, distilled, no_teacher in pairs:
-    per_seed, pooled = {}, {}
-    for arm in (distilled, no_teacher):
-      scores = [per_question_f1(dataset, evals[arm][s]["predictions_json"],
-                                evals[arm][s]["null_odds_json"]) for s in seeds]
-      per_seed[arm] = dict(zip(seeds, scores))
-      pooled[arm] = np.mean(scores, axis=0)
-    tests = {f"seed {s}": significance.paired_bootstrap(per_seed[distilled][s],
-                                                        per_seed[no_teacher][s], seed=s)
+    pooled = {arm: np.mean([scores[arm][s] for s in seeds], axis=0)
+              for arm in (distilled, no_teacher)}
+    tests = {f"seed {s}": significance.paired_bootstrap(scores[distilled][s],
+                                                        scores[no_teacher][s], seed=s)
              for s in seeds}
     tests["seed mean"] = significance.paired_bootstrap(pooled[distilled], pooled[no_teacher])
     out[title] = tests
@@ -582,6 +584,7 @@ def main(argv=None):
   with open(os.path.join(bench_dir, "benchmark.md"), encoding="utf-8") as f:
     bench_md = f.read().split("\n", 2)[2]
   records = _read_json(_path(args, "records", "manifest.json"))["counts"]
+  scores = question_scores(dataset, evals)
   result = {
       "command": "python bench/qa_run.py " + " ".join(sys.argv[1:] if argv is None else argv),
       "settings": {k: v for k, v in vars(args).items() if k not in ("log_dir", "vocab")},
@@ -589,8 +592,8 @@ def main(argv=None):
       "teacher_checkpoint": args.teacher,
       "teacher_epochs_dev": _read_json(_path(args, "teacher", "eval_results.json")),
       "students": summarize(evals),
-      "beats_baselines": beats_baselines(dataset, teacher_eval, evals),
-      "significance": compare_arms(dataset, evals, args.seeds, student_pairs(args)),
+      "beats_baselines": beats_baselines(dataset, teacher_eval, scores),
+      "significance": compare_arms(scores, args.seeds, student_pairs(args)),
       "benchmark": bench, "full_squad_v11": full_squad_arithmetic(args),
       "load_average_start": load_before,
       "load_note": "load average at start " + ", ".join(f"{x:.2f}" for x in load_before) +

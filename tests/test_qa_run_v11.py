@@ -99,7 +99,8 @@ def test_beats_baselines_compares_each_model_per_question():
   # c1 "Rome is old." vs "Rome is" (its best reference): P 2/3, R 1 -> F1 0.8.
   perfect = {"predictions_json": {"a1": "Paris", "c1": "Rome"}, "null_odds_json": None}
   half = {"predictions_json": {"a1": "Paris", "c1": "old"}, "null_odds_json": None}
-  tests = qa_run.beats_baselines(dataset, perfect, {"no_teacher": {1: perfect, 2: half}})
+  scores = qa_run.question_scores(dataset, {"no_teacher": {1: perfect, 2: half}})
+  tests = qa_run.beats_baselines(dataset, perfect, scores)
   assert set(tests) == {"teacher", "no_teacher"}
   assert list(tests["teacher"]) == ["first_sentence"]  # 1.1: no always-null
   teacher = tests["teacher"]["first_sentence"]

@@ -74,18 +74,27 @@ def is_v2(dataset):
   return any("is_impossible" in qa for qa in _questions(dataset))
 
 
-def evaluate_v1(dataset, predictions):
-  """{"exact_match", "f1"} in percent, as evaluate-v1.1.py prints them."""
-  f1 = exact_match = total = 0
+def raw_scores_v1(dataset, predictions):
+  """evaluate-v1.1's per-question scores: ({qid: exact}, {qid: f1}) of every question,
+  each the max over its reference answers; an unanswered question scores 0 (the
+  official prints "Unanswered question")."""
+  exact, f1 = {}, {}
   for qa in _questions(dataset):
-    total += 1
     if qa["id"] not in predictions:
-      continue  # scores 0 (the official prints "Unanswered question")
+      exact[qa["id"]] = f1[qa["id"]] = 0
+      continue
     truths = [a["text"] for a in qa["answers"]]
     prediction = predictions[qa["id"]]
-    exact_match += max(exact_match_score(prediction, t) for t in truths)
-    f1 += max(f1_score(prediction, t) for t in truths)
-  return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
+    exact[qa["id"]] = max(exact_match_score(prediction, t) for t in truths)
+    f1[qa["id"]] = max(f1_score(prediction, t) for t in truths)
+  return exact, f1
+
+
+def evaluate_v1(dataset, predictions):
+  """{"exact_match", "f1"} in percent, as evaluate-v1.1.py prints them."""
+  exact, f1 = raw_scores_v1(dataset, predictions)
+  return {"exact_match": 100.0 * sum(exact.values()) / len(exact),
+          "f1": 100.0 * sum(f1.values()) / len(f1)}
 
 
 def raw_scores(dataset, predictions):
